@@ -1,0 +1,47 @@
+/*  frontend — the HTTP actor: h2o's event loop, OpenAI JSON in and out.
+
+    It accepts HTTP/1.1 and HTTP/2 (h2c with prior knowledge) on host:port, validates each
+    request, gives it a request id and sends it as a GENERATE message to the tokenizer
+    actor; OUTPUT messages coming back are gathered into the response, ERROR messages
+    become an OpenAI error body with their HTTP status. When a client goes away before its
+    answer, a CANCEL goes to the tokenizer. /health answers from the scheduler's STATUS
+    broadcasts.
+
+    Endpoints now: POST /v1/completions, GET /v1/models, GET /health. Every error is an
+    OpenAI error body {"error":{"message","type","param","code"}}.
+
+    It runs as a CZMQ actor: zactor_new (frontend_actor, &args). It signals the pipe once
+    it is listening, or once it has failed to start (args.error is then set). Commands on
+    the pipe:
+        "$TERM"      stop now: requests still open get 503, then the loop ends.
+        "DRAIN"      stop accepting connections; requests in flight go on. When none is
+                     left, the actor sends "DRAINED" on the pipe.
+        "PEER_DOWN"  the tokenizer (or an actor behind it) died: requests in flight get
+                     503 and new ones are refused with 503 until "PEER_UP".
+        "PEER_UP"    the pipeline is whole again.
+*/
+#ifndef ZLLM_FRONTEND_H
+#define ZLLM_FRONTEND_H
+
+#include <czmq.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    //  In
+    const char *host;               //  "127.0.0.1"
+    uint16_t port;                  //  0: let the kernel choose (see bound_port)
+    const char *tokenizer_endpoint; //  the tokenizer actor's ROUTER; we connect a DEALER
+    const char *status_endpoint;    //  the scheduler's PUB; we connect a SUB
+    const char *model_name;         //  the id clients put in "model" and /v1/models lists
+    uint32_t n_ctx;                 //  context length, reported by /v1/models
+    size_t max_body_bytes;          //  larger request bodies get 413
+    //  Out, valid once zactor_new returns
+    char error[256];                //  empty when the actor started
+    uint16_t bound_port;            //  the port it listens on
+} frontend_args_t;
+
+void
+    frontend_actor (zsock_t *pipe, void *args);
+
+#endif

@@ -1,0 +1,192 @@
+/*  protocol — every message that zllm's actors exchange, and its msgpack encoding.
+
+    This is the single source of truth for what crosses a ZeroMQ socket. No actor builds
+    another actor's messages by hand: it fills a proto_msg_t and calls proto_send.
+
+    Encoding (see docs/protocol.md): one ZeroMQ frame per message, holding a msgpack array
+    of two elements, [kind, fields], where kind is a positive integer (proto_kind_t) and
+    fields is a map from field name (string) to value. Fields a kind does not use are not
+    written. A decoder ignores field names it does not know (so a newer peer can add
+    fields) but refuses a known field of the wrong type, a missing required field, an
+    unknown kind, a truncated or trailing-garbage frame, and strings or arrays beyond the
+    limits below. Protocol compatibility is decided once, when a worker says HELLO with
+    its PROTO_VERSION.
+
+    Message flow of one request (docs/architecture.md has the picture):
+
+        frontend  --GENERATE-->   tokenizer  --SUBMIT-->     scheduler --STEP-->        worker
+        frontend  <--OUTPUT---    tokenizer  <--TOKENS---    scheduler <--STEP_RESULT-- worker
+        frontend  <--ERROR----    tokenizer  <--ERROR----    scheduler
+        frontend  --CANCEL--> tokenizer --CANCEL--> scheduler
+        worker    --HELLO--> scheduler --WELCOME or REJECT--> worker
+        worker   <--HEARTBEAT--> scheduler (both ways); worker --BYE--> scheduler
+        scheduler --STATUS--> (PUB) frontend
+
+    Who owns what: a proto_msg_t owns its strings and arrays (heap copies). proto_decode
+    fills a message that the caller must release with proto_msg_reset. proto_msg_t values
+    are plain structs: zero-initialise one with PROTO_MSG_INIT or proto_msg_reset.
+*/
+#ifndef ZLLM_PROTOCOL_H
+#define ZLLM_PROTOCOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <czmq.h>
+
+//  Bumped on any incompatible change; a worker whose version differs is refused.
+#define PROTO_VERSION 1
+
+//  Decoder limits: a frame or field beyond them is refused, never allocated.
+#define PROTO_MAX_FRAME_BYTES   (64u * 1024 * 1024)
+#define PROTO_MAX_STRING_BYTES  (32u * 1024 * 1024)
+#define PROTO_MAX_TOKENS        (1u << 20)      //  ids in one token array
+#define PROTO_MAX_STEP_SEQS     4096            //  sequences in one STEP / STEP_RESULT
+
+typedef enum {
+    PROTO_GENERATE = 1,     //  frontend -> tokenizer: a new request (text prompt)
+    PROTO_CANCEL = 2,       //  frontend -> tokenizer -> scheduler: forget this request
+    PROTO_OUTPUT = 3,       //  tokenizer -> frontend: new text, and at the end finish + usage
+    PROTO_ERROR = 4,        //  any actor -> the one upstream: the request failed
+    PROTO_SUBMIT = 5,       //  tokenizer -> scheduler: a request as token ids
+    PROTO_TOKENS = 6,       //  scheduler -> tokenizer: new tokens of a request
+    PROTO_HELLO = 7,        //  worker -> scheduler: who I am, what I serve
+    PROTO_WELCOME = 8,      //  scheduler -> worker: accepted
+    PROTO_REJECT = 9,       //  scheduler -> worker: refused, with the reason
+    PROTO_STEP = 10,        //  scheduler -> worker: compute one step
+    PROTO_STEP_RESULT = 11, //  worker -> scheduler: the tokens that step sampled
+    PROTO_HEARTBEAT = 12,   //  worker <-> scheduler: I am alive
+    PROTO_BYE = 13,         //  worker -> scheduler: I am leaving
+    PROTO_STATUS = 14,      //  scheduler -> frontend (PUB/SUB): load and health
+    PROTO_KIND_COUNT = 15
+} proto_kind_t;
+
+//  Why a request ended (PROTO_TOKENS and PROTO_OUTPUT).
+typedef enum {
+    PROTO_FINISH_NONE = 0,  //  not finished: more is coming
+    PROTO_FINISH_STOP = 1,  //  an end-of-sequence or stop token
+    PROTO_FINISH_LENGTH = 2 //  max_tokens or the context length was reached
+} proto_finish_t;
+
+//  One sequence in a STEP: run `n_tokens` new tokens at positions pos .. pos+n_tokens-1
+//  of the sequence held in KV slot `slot`, then sample one token from the last position.
+//  pos 0 starts a new sequence in that slot (the worker forgets what the slot held and
+//  seeds the slot's random generator with `seed`).
+typedef struct {
+    uint32_t slot;
+    uint32_t pos;
+    uint32_t *tokens;
+    uint32_t n_tokens;
+    float temperature;      //  0: greedy
+    uint64_t seed;
+} proto_step_seq_t;
+
+//  One sequence in a STEP_RESULT: the token sampled for the sequence in `slot`, and its
+//  log-probability under the model's distribution (before temperature).
+typedef struct {
+    uint32_t slot;
+    uint32_t token;
+    float logprob;
+} proto_step_out_t;
+
+//  A message. Which fields a kind uses (others stay zero / NULL and are not encoded):
+//
+//  GENERATE     request_id, text (the prompt), max_tokens, temperature, seed
+//  CANCEL       request_id
+//  OUTPUT       request_id, text (new text, may be empty), finish, prompt_tokens,
+//               completion_tokens (totals so far)
+//  ERROR        request_id, status (an HTTP status: 400, 503, ...), text (message)
+//  SUBMIT       request_id, tokens/n_tokens (prompt ids), max_tokens, temperature, seed,
+//               stop_tokens/n_stop_tokens (ids that end the request, e.g. EOS)
+//  TOKENS       request_id, tokens/n_tokens (new ids, in order), finish, prompt_tokens
+//  HELLO        version, text (device name, "cpu:0"), fingerprint (model), n_ctx,
+//               n_slots, n_vocab
+//  WELCOME      (no fields)
+//  REJECT       text (reason)
+//  STEP         step_id, seqs/n_seqs
+//  STEP_RESULT  step_id, outs/n_outs, text (empty, or the error that failed the step)
+//  HEARTBEAT    (no fields)
+//  BYE          (no fields)
+//  STATUS       workers, running, waiting
+typedef struct {
+    proto_kind_t kind;
+    uint64_t request_id;
+    char *text;                 //  NUL-terminated, heap; may hold any bytes but NUL
+    uint32_t max_tokens;
+    float temperature;
+    uint64_t seed;
+    proto_finish_t finish;
+    uint32_t prompt_tokens;
+    uint32_t completion_tokens;
+    uint32_t status;
+    uint32_t *tokens;
+    uint32_t n_tokens;
+    uint32_t *stop_tokens;
+    uint32_t n_stop_tokens;
+    uint32_t version;
+    uint64_t fingerprint;
+    uint32_t n_ctx;
+    uint32_t n_slots;
+    uint32_t n_vocab;
+    uint64_t step_id;
+    proto_step_seq_t *seqs;
+    uint32_t n_seqs;
+    proto_step_out_t *outs;
+    uint32_t n_outs;
+    uint32_t workers;
+    uint32_t running;
+    uint32_t waiting;
+} proto_msg_t;
+
+#define PROTO_MSG_INIT { 0 }
+
+//  Free what msg owns and zero it (kind becomes 0).
+void
+    proto_msg_reset (proto_msg_t *msg);
+
+//  Name of a kind ("GENERATE"), or "UNKNOWN".
+const char *
+    proto_kind_name (proto_kind_t kind);
+
+//  Name of a finish reason as OpenAI spells it: NULL, "stop", "length".
+const char *
+    proto_finish_name (proto_finish_t finish);
+
+//  Setters that copy: replace msg->text / msg->tokens / msg->stop_tokens with a copy.
+//  Return 0, or -1 when out of memory.
+int
+    proto_msg_set_text (proto_msg_t *msg, const char *text);
+int
+    proto_msg_set_tokens (proto_msg_t *msg, const uint32_t *tokens, uint32_t n_tokens);
+int
+    proto_msg_set_stop_tokens (proto_msg_t *msg, const uint32_t *tokens, uint32_t n_tokens);
+
+//  Encode msg into a new zframe. Returns NULL when msg->kind is not a valid kind.
+zframe_t *
+    proto_encode (const proto_msg_t *msg);
+
+//  Decode one frame's bytes into msg (which must be reset / zeroed). On error returns -1,
+//  leaves msg reset and writes a message into err (e.g. "STEP: field 'seqs': array of
+//  9000 elements is over the limit of 4096"). Never reads outside data[0..size-1].
+int
+    proto_decode (const void *data, size_t size, proto_msg_t *msg, char *err, size_t err_size);
+
+//  Send msg as one frame on a DEALER, PUB or PAIR socket. Returns 0, or -1 (errno set by
+//  ZeroMQ, e.g. EAGAIN / EHOSTUNREACH). Does not take ownership of msg.
+int
+    proto_send (const proto_msg_t *msg, zsock_t *socket);
+
+//  Send msg on a ROUTER socket to the peer with this routing id (2 frames).
+int
+    proto_send_to (const proto_msg_t *msg, zsock_t *router, zframe_t *routing_id);
+
+//  Receive one message. On a ROUTER (routing_id != NULL) the first frame is the sender's
+//  routing id, returned in *routing_id (caller destroys it, also on error). Returns 0 on
+//  success; -1 if nothing could be read (interrupted) or the message was malformed: in
+//  that case err says why, msg is reset, and every frame of the bad message has been read
+//  so the socket is ready for the next one.
+int
+    proto_recv (zsock_t *socket, proto_msg_t *msg, zframe_t **routing_id,
+                char *err, size_t err_size);
+
+#endif
