@@ -1,0 +1,433 @@
+/*  cmd_serve — `zllm serve MODEL.gguf`: every actor in one process.
+
+    It checks the model file, then starts the actors in the order in which each one's
+    peers must exist: scheduler (binds the inboxes), workers (one per --devices entry,
+    they connect to the scheduler), tokenizer, frontend (opens the HTTP port last). It
+    then waits:
+      - SIGINT or SIGTERM: the frontend stops accepting and finishes what is in flight for
+        up to --shutdown-timeout seconds (a second signal cuts that short); what is still
+        open then gets 503; the actors stop in reverse order.
+      - an actor that ends by itself: logged; the frontend fails what is in flight with
+        503 and the server stops with exit status 1, so a service manager restarts it.
+*/
+#include "commands.h"
+#include "cli.h"
+#include "device.h"
+#include "frontend.h"
+#include "gguf.h"
+#include "scheduler.h"
+#include "supervisor.h"
+#include "tokenizer_actor.h"
+#include "worker.h"
+#include "zlog.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_DEVICES 64
+#define MAX_CHAT_TEMPLATE_BYTES (1024 * 1024)
+
+typedef struct {
+    const char *model_path;
+    const char *host;
+    uint16_t port;
+    const char *chat_template_path;
+    const char *served_model_name;
+    char *devices [MAX_DEVICES];
+    size_t n_devices;
+    const char *worker_listen;
+    uint32_t max_model_len;         //  0: the model's context length
+    uint32_t max_num_seqs;
+    uint64_t max_body_bytes;
+    uint32_t shutdown_timeout_s;
+    char model_name [256];
+    char *devices_text;             //  owns the strings in devices
+} serve_options_t;
+
+static void
+s_usage (FILE *out)
+{
+    fprintf (out,
+        "usage: zllm serve MODEL.gguf [options]\n"
+        "\n"
+        "Serve the model over the OpenAI HTTP API (POST /v1/completions, GET /v1/models,\n"
+        "GET /health) on HTTP/1.1 and HTTP/2 (h2c).\n"
+        "\n"
+        "options:\n"
+        "  --host HOST                 address to listen on (default 127.0.0.1)\n"
+        "  --port PORT                 port to listen on (default 8000; 0: any free port)\n"
+        "  --served-model-name NAME    the model id clients send and /v1/models lists\n"
+        "                              (default: the file name without .gguf)\n"
+        "  --chat-template FILE        a Jinja2 chat template that replaces the model's own\n"
+        "                              (read and checked now; used by /v1/chat/completions,\n"
+        "                              which this version does not serve yet)\n"
+        "  --devices LIST              devices to run workers on, comma-separated KIND:INDEX\n"
+        "                              (default cpu:0), or 'none' when every worker joins\n"
+        "                              from another process through --worker-listen\n"
+        "  --worker-listen ENDPOINT    also accept workers (`zllm worker --connect`) on this\n"
+        "                              ZeroMQ endpoint, e.g. tcp://127.0.0.1:5555\n"
+        "  --max-model-len N           tokens of context per sequence (default: the model's)\n"
+        "  --max-num-seqs N            sequences each worker runs at once (default 4)\n"
+        "  --max-body-size BYTES       larger request bodies get 413 (default 16777216)\n"
+        "  --shutdown-timeout SECONDS  on SIGINT/SIGTERM, how long requests in flight may\n"
+        "                              take to finish (default 5)\n"
+        "  --log-level LEVEL           debug, info, warn or error (default info, or\n"
+        "                              $ZLLM_LOG_LEVEL)\n"
+        "  -h, --help                  show this help\n");
+}
+
+static int
+s_parse_devices (serve_options_t *options, const char *text)
+{
+    free (options->devices_text);
+    options->devices_text = strdup (text);
+    options->n_devices = 0;
+    if (!options->devices_text)
+        return -1;
+    if (strcmp (text, "none") == 0)
+        return 0;
+    char *saveptr = NULL;
+    char *name = strtok_r (options->devices_text, ",", &saveptr);
+    while (name) {
+        char err [256];
+        if (device_check (name, err, sizeof err) != 0) {
+            fprintf (stderr, "zllm: --devices: %s\n", err);
+            return -1;
+        }
+        for (size_t i = 0; i < options->n_devices; i++) {
+            if (strcmp (options->devices [i], name) == 0) {
+                fprintf (stderr, "zllm: --devices: %s is named twice\n", name);
+                return -1;
+            }
+        }
+        if (options->n_devices == MAX_DEVICES) {
+            fprintf (stderr, "zllm: --devices: more than %d devices\n", MAX_DEVICES);
+            return -1;
+        }
+        options->devices [options->n_devices++] = name;
+        name = strtok_r (NULL, ",", &saveptr);
+    }
+    if (options->n_devices == 0) {
+        fprintf (stderr, "zllm: --devices: no device named (use 'none' for none)\n");
+        return -1;
+    }
+    return 0;
+}
+
+//  Returns 0 to go on, 1 when --help was shown, -1 on a bad command line.
+static int
+s_parse_options (serve_options_t *options, int argc, char **argv)
+{
+    enum {
+        OPT_HOST = 256, OPT_PORT, OPT_NAME, OPT_TEMPLATE, OPT_DEVICES, OPT_WORKER_LISTEN,
+        OPT_MAX_MODEL_LEN, OPT_MAX_NUM_SEQS, OPT_MAX_BODY, OPT_SHUTDOWN, OPT_LOG_LEVEL
+    };
+    static const struct option long_options [] = {
+        { "host", required_argument, NULL, OPT_HOST },
+        { "port", required_argument, NULL, OPT_PORT },
+        { "served-model-name", required_argument, NULL, OPT_NAME },
+        { "chat-template", required_argument, NULL, OPT_TEMPLATE },
+        { "devices", required_argument, NULL, OPT_DEVICES },
+        { "worker-listen", required_argument, NULL, OPT_WORKER_LISTEN },
+        { "max-model-len", required_argument, NULL, OPT_MAX_MODEL_LEN },
+        { "max-num-seqs", required_argument, NULL, OPT_MAX_NUM_SEQS },
+        { "max-body-size", required_argument, NULL, OPT_MAX_BODY },
+        { "shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN },
+        { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 }
+    };
+    options->host = "127.0.0.1";
+    options->port = 8000;
+    options->max_num_seqs = 4;
+    options->max_body_bytes = 16 * 1024 * 1024;
+    options->shutdown_timeout_s = 5;
+    if (s_parse_devices (options, "cpu:0") != 0)
+        return -1;
+
+    optind = 1;
+    int option;
+    uint64_t value;
+    while ((option = getopt_long (argc, argv, "h", long_options, NULL)) != -1) {
+        switch (option) {
+            case OPT_HOST:
+                options->host = optarg;
+                break;
+            case OPT_PORT:
+                if (cli_parse_uint ("--port", optarg, 0, 65535, &value))
+                    return -1;
+                options->port = (uint16_t) value;
+                break;
+            case OPT_NAME:
+                if (!optarg [0] || strlen (optarg) >= sizeof options->model_name) {
+                    fprintf (stderr, "zllm: --served-model-name: 1 to %zu characters\n",
+                             sizeof options->model_name - 1);
+                    return -1;
+                }
+                options->served_model_name = optarg;
+                break;
+            case OPT_TEMPLATE:
+                options->chat_template_path = optarg;
+                break;
+            case OPT_DEVICES:
+                if (s_parse_devices (options, optarg))
+                    return -1;
+                break;
+            case OPT_WORKER_LISTEN:
+                options->worker_listen = optarg;
+                break;
+            case OPT_MAX_MODEL_LEN:
+                if (cli_parse_uint ("--max-model-len", optarg, 1, 1u << 24, &value))
+                    return -1;
+                options->max_model_len = (uint32_t) value;
+                break;
+            case OPT_MAX_NUM_SEQS:
+                if (cli_parse_uint ("--max-num-seqs", optarg, 1, 1024, &value))
+                    return -1;
+                options->max_num_seqs = (uint32_t) value;
+                break;
+            case OPT_MAX_BODY:
+                if (cli_parse_uint ("--max-body-size", optarg, 1024, 1ull << 32, &value))
+                    return -1;
+                options->max_body_bytes = value;
+                break;
+            case OPT_SHUTDOWN:
+                if (cli_parse_uint ("--shutdown-timeout", optarg, 0, 3600, &value))
+                    return -1;
+                options->shutdown_timeout_s = (uint32_t) value;
+                break;
+            case OPT_LOG_LEVEL:
+                if (cli_set_log_level (optarg))
+                    return -1;
+                break;
+            case 'h':
+                s_usage (stdout);
+                return 1;
+            default:
+                fprintf (stderr, "Try 'zllm serve --help'.\n");
+                return -1;
+        }
+    }
+    if (optind != argc - 1) {
+        fprintf (stderr, "zllm serve: %s\nTry 'zllm serve --help'.\n",
+                 optind == argc ? "which model? (give the path of a .gguf file)"
+                                : "give exactly one model file");
+        return -1;
+    }
+    options->model_path = argv [optind];
+    if (options->n_devices == 0 && !options->worker_listen) {
+        fprintf (stderr, "zllm serve: with --devices none, give --worker-listen so that "
+                 "workers can join\n");
+        return -1;
+    }
+    if (options->served_model_name)
+        snprintf (options->model_name, sizeof options->model_name, "%s",
+                  options->served_model_name);
+    else {
+        //  The file name without its folder and without .gguf.
+        const char *base = strrchr (options->model_path, '/');
+        base = base ? base + 1 : options->model_path;
+        size_t length = strlen (base);
+        if (length > 5 && strcmp (base + length - 5, ".gguf") == 0)
+            length -= 5;
+        if (length >= sizeof options->model_name)
+            length = sizeof options->model_name - 1;
+        snprintf (options->model_name, sizeof options->model_name, "%.*s", (int) length,
+                  base);
+    }
+    return 0;
+}
+
+//  Read and check the chat template file. It is used once chat completions exist.
+static int
+s_check_chat_template (const char *path)
+{
+    FILE *file = fopen (path, "rb");
+    if (!file) {
+        fprintf (stderr, "zllm: --chat-template: cannot open %s: %s\n", path,
+                 strerror (errno));
+        return -1;
+    }
+    char *text = (char *) malloc (MAX_CHAT_TEMPLATE_BYTES + 1);
+    size_t size = text ? fread (text, 1, MAX_CHAT_TEMPLATE_BYTES + 1, file) : 0;
+    int failed = ferror (file);
+    fclose (file);
+    free (text);
+    if (!text || failed || size == 0 || size > MAX_CHAT_TEMPLATE_BYTES) {
+        fprintf (stderr, "zllm: --chat-template: %s is %s\n", path,
+                 size == 0 ? "empty or unreadable" : "larger than 1 MiB");
+        return -1;
+    }
+    zlog (ZLOG_INFO, "serve", 0, "chat template %s: %zu bytes (for /v1/chat/completions, "
+          "not served by this version yet)", path, size);
+    return 0;
+}
+
+//  What the server needs from the model before any actor starts: is it readable, what
+//  is its context length, what fingerprint must workers present.
+static int
+s_read_model (const serve_options_t *options, uint32_t *n_ctx, uint64_t *fingerprint)
+{
+    char err [256];
+    gguf_t *gguf = gguf_open (options->model_path, err, sizeof err);
+    if (!gguf) {
+        fprintf (stderr, "zllm: %s\n", err);
+        return -1;
+    }
+    *fingerprint = gguf_fingerprint (gguf);
+    gguf_str_t architecture = { 0 };
+    uint32_t trained_ctx = 0;
+    char key [128] = "";
+    if (gguf_get_str (gguf, "general.architecture", &architecture) == 0
+    &&  architecture.len < 64)
+        snprintf (key, sizeof key, "%.*s.context_length", (int) architecture.len,
+                  architecture.ptr);
+    if (!key [0] || gguf_get_u32 (gguf, key, &trained_ctx) != 0 || trained_ctx == 0) {
+        fprintf (stderr, "zllm: %s: no general.architecture or context length\n",
+                 options->model_path);
+        gguf_destroy (&gguf);
+        return -1;
+    }
+    gguf_destroy (&gguf);
+    *n_ctx = options->max_model_len ? options->max_model_len : trained_ctx;
+    return 0;
+}
+
+static int
+s_run (serve_options_t *options)
+{
+    uint32_t n_ctx;
+    uint64_t fingerprint;
+    if (s_read_model (options, &n_ctx, &fingerprint) != 0)
+        return 1;
+    if (options->chat_template_path && s_check_chat_template (options->chat_template_path))
+        return 1;
+
+    //  inproc endpoints are unique per process; the pid keeps logs readable.
+    char scheduler_inbox [64], scheduler_workers [64], status [64], tokenizer_inbox [64];
+    snprintf (scheduler_inbox, sizeof scheduler_inbox, "inproc://zllm-%d-scheduler", getpid ());
+    snprintf (scheduler_workers, sizeof scheduler_workers, "inproc://zllm-%d-workers", getpid ());
+    snprintf (status, sizeof status, "inproc://zllm-%d-status", getpid ());
+    snprintf (tokenizer_inbox, sizeof tokenizer_inbox, "inproc://zllm-%d-tokenizer", getpid ());
+
+    supervisor_t *supervisor = supervisor_new ();
+    if (!supervisor)
+        return 1;
+    char message [512];
+    int exit_status = 1;
+
+    scheduler_args_t scheduler_args = {
+        .inbox_endpoint = scheduler_inbox, .worker_endpoint = scheduler_workers,
+        .worker_listen = options->worker_listen, .status_endpoint = status,
+        .model_fingerprint = fingerprint
+    };
+    if (supervisor_start (supervisor, "scheduler", scheduler_actor, &scheduler_args,
+                          scheduler_args.error, message, sizeof message))
+        goto done;
+
+    worker_args_t worker_args [MAX_DEVICES];
+    for (size_t i = 0; i < options->n_devices; i++) {
+        worker_args [i] = (worker_args_t) {
+            .model_path = options->model_path, .scheduler_endpoint = scheduler_workers,
+            .device = options->devices [i], .n_slots = options->max_num_seqs,
+            .n_ctx = n_ctx
+        };
+        char name [96];
+        snprintf (name, sizeof name, "worker %s", options->devices [i]);
+        if (supervisor_start (supervisor, name, worker_actor, &worker_args [i],
+                              worker_args [i].error, message, sizeof message))
+            goto done;
+    }
+
+    tokenizer_args_t tokenizer_args = {
+        .model_path = options->model_path, .inbox_endpoint = tokenizer_inbox,
+        .scheduler_endpoint = scheduler_inbox
+    };
+    if (supervisor_start (supervisor, "tokenizer", tokenizer_actor, &tokenizer_args,
+                          tokenizer_args.error, message, sizeof message))
+        goto done;
+
+    frontend_args_t frontend_args = {
+        .host = options->host, .port = options->port,
+        .tokenizer_endpoint = tokenizer_inbox, .status_endpoint = status,
+        .model_name = options->model_name, .n_ctx = n_ctx,
+        .max_body_bytes = options->max_body_bytes
+    };
+    if (supervisor_start (supervisor, "frontend", frontend_actor, &frontend_args,
+                          frontend_args.error, message, sizeof message))
+        goto done;
+    zactor_t *frontend = supervisor_actor (supervisor, "frontend");
+    zlog (ZLOG_INFO, "serve", 0, "serving %s as \"%s\" on http://%s:%u (%zu local worker%s)",
+          options->model_path, options->model_name, options->host, frontend_args.bound_port,
+          options->n_devices, options->n_devices == 1 ? "" : "s");
+
+    exit_status = 0;
+    while (true) {
+        const char *name = NULL;
+        char *text = NULL;
+        int signal_number = 0;
+        supervisor_event_t event = supervisor_wait (supervisor, -1, &name, &text,
+                                                    &signal_number);
+        if (event == SUPERVISOR_SIGNAL) {
+            zlog (ZLOG_INFO, "serve", 0, "%s: finishing requests in flight (up to %u s)",
+                  strsignal (signal_number), options->shutdown_timeout_s);
+            break;
+        }
+        if (event == SUPERVISOR_ACTOR_STOPPED) {
+            zlog (ZLOG_ERROR, "serve", 0, "the %s actor stopped; shutting down", name);
+            if (strcmp (name, "frontend") != 0)
+                zstr_send (frontend, "PEER_DOWN");
+            exit_status = 1;
+            options->shutdown_timeout_s = 0;
+            break;
+        }
+        zstr_free (&text);
+    }
+    //  Drain: no new connections; wait for what is in flight.
+    if (options->shutdown_timeout_s > 0) {
+        zstr_send (frontend, "DRAIN");
+        int64_t deadline = zclock_mono () + (int64_t) options->shutdown_timeout_s * 1000;
+        while (true) {
+            int64_t left = deadline - zclock_mono ();
+            if (left <= 0) {
+                zlog (ZLOG_WARN, "serve", 0, "shutdown timeout: requests still open get 503");
+                break;
+            }
+            const char *name = NULL;
+            char *text = NULL;
+            int signal_number = 0;
+            supervisor_event_t event = supervisor_wait (supervisor, (int) left, &name, &text,
+                                                        &signal_number);
+            bool drained = event == SUPERVISOR_MESSAGE && strcmp (name, "frontend") == 0
+                        && strcmp (text, "DRAINED") == 0;
+            zstr_free (&text);
+            if (drained || event == SUPERVISOR_SIGNAL || event == SUPERVISOR_ACTOR_STOPPED)
+                break;
+        }
+    }
+    supervisor_destroy (&supervisor);
+    zlog (ZLOG_INFO, "serve", 0, "stopped");
+    return exit_status;
+
+done:
+    fprintf (stderr, "zllm: %s\n", message);
+    supervisor_destroy (&supervisor);
+    return exit_status;
+}
+
+int
+cmd_serve (int argc, char **argv)
+{
+    serve_options_t options = { 0 };
+    int rc = s_parse_options (&options, argc, argv);
+    if (rc == 0)
+        rc = s_run (&options);
+    else
+        rc = rc == 1 ? 0 : 2;
+    free (options.devices_text);
+    return rc;
+}
