@@ -242,6 +242,30 @@ s_fnv1a (const uint8_t *data, size_t size)
 
 //  Parse and validate self->base[0..size-1]. Returns 0 or -1 with err filled.
 static int
+s_compare_names (const void *a, const void *b)
+{
+    const gguf_str_t *left = (const gguf_str_t *) a;
+    const gguf_str_t *right = (const gguf_str_t *) b;
+    size_t common = left->len < right->len ? left->len : right->len;
+    int order = common ? memcmp (left->ptr, right->ptr, common) : 0;
+    if (order != 0)
+        return order;
+    return left->len < right->len ? -1 : left->len > right->len ? 1 : 0;
+}
+
+//  Fails when two of names[0..count-1] are equal. Sorts names.
+static int
+s_check_unique (reader_t *r, gguf_str_t *names, size_t count, const char *what)
+{
+    qsort (names, count, sizeof (gguf_str_t), s_compare_names);
+    for (size_t i = 1; i < count; i++)
+        if (s_compare_names (&names [i - 1], &names [i]) == 0)
+            return s_fail (r, "%s '%.*s' appears twice", what, (int) names [i].len,
+                           names [i].ptr);
+    return 0;
+}
+
+static int
 s_parse (gguf_t *self, char *err, size_t err_size)
 {
     reader_t reader = { self->base, self->size, 0, err, err_size };
@@ -284,11 +308,6 @@ s_parse (gguf_t *self, char *err, size_t err_size)
         self->key_count = i + 1;        //  so that gguf_destroy frees what this key holds
         if (s_read_key (r, key))
             return -1;
-        for (uint64_t j = 0; j < i; j++)
-            if (self->keys [j].name.len == key->name.len
-            &&  memcmp (self->keys [j].name.ptr, key->name.ptr, key->name.len) == 0)
-                return s_fail (r, "metadata key '%.*s' appears twice",
-                               (int) key->name.len, key->name.ptr);
         if (s_str_equals (key->name, "general.alignment")) {
             if (key->type != GGUF_TYPE_UINT32)
                 return s_fail (r, "general.alignment must be a uint32");
@@ -304,19 +323,20 @@ s_parse (gguf_t *self, char *err, size_t err_size)
             return -1;
         self->tensor_count = i + 1;
     }
-    //  Duplicate tensor names: sort-free quadratic check is fine for the few hundred
-    //  tensors a model has, but bound it for hostile files with millions.
-    if (self->tensor_count <= 65536) {
-        for (size_t i = 0; i < self->tensor_count; i++)
-            for (size_t j = 0; j < i; j++)
-                if (self->tensors [i].name.len == self->tensors [j].name.len
-                &&  memcmp (self->tensors [i].name.ptr, self->tensors [j].name.ptr,
-                            self->tensors [i].name.len) == 0)
-                    return s_fail (r, "tensor '%.*s' appears twice",
-                                   (int) self->tensors [i].name.len, self->tensors [i].name.ptr);
-    }
-    else
-        return s_fail (r, "%zu tensors is more than this reader accepts", self->tensor_count);
+    //  Names must be unique (found by sorting: a hostile file may hold millions).
+    gguf_str_t *names = calloc (self->key_count + self->tensor_count + 1, sizeof (gguf_str_t));
+    if (!names)
+        return s_fail (r, "out of memory");
+    for (size_t i = 0; i < self->key_count; i++)
+        names [i] = self->keys [i].name;
+    int rc = s_check_unique (r, names, self->key_count, "metadata key");
+    for (size_t i = 0; i < self->tensor_count && rc == 0; i++)
+        names [i] = self->tensors [i].name;
+    if (rc == 0)
+        rc = s_check_unique (r, names, self->tensor_count, "tensor");
+    free (names);
+    if (rc != 0)
+        return -1;
 
     self->header_bytes = r->pos;
     self->fingerprint = s_fnv1a (self->base, self->header_bytes);
