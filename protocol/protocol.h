@@ -22,9 +22,13 @@
         worker   <--HEARTBEAT--> scheduler (both ways); worker --BYE--> scheduler
         scheduler --STATUS--> (PUB) frontend
 
-    Who owns what: a proto_msg_t owns its strings and arrays (heap copies). proto_decode
-    fills a message that the caller must release with proto_msg_reset. proto_msg_t values
-    are plain structs: zero-initialise one with PROTO_MSG_INIT or proto_msg_reset.
+    Who owns what: a proto_msg_t owns its strings and arrays, which proto_msg_reset frees
+    with free(): text, tokens, stop_tokens, seqs, each seqs[i].tokens and outs must be
+    malloc'd (the setters below copy; seqs and outs are filled by hand). A message that
+    only borrows arrays for sending (as the scheduler's STEP does) must not be reset.
+    proto_decode and proto_recv fill a zeroed message that the caller releases with
+    proto_msg_reset; they do not free what it held, so a receive loop resets between
+    messages. Zero-initialise one with PROTO_MSG_INIT or proto_msg_reset.
 */
 #ifndef ZLLM_PROTOCOL_H
 #define ZLLM_PROTOCOL_H
@@ -161,7 +165,9 @@ int
 int
     proto_msg_set_stop_tokens (proto_msg_t *msg, const uint32_t *tokens, uint32_t n_tokens);
 
-//  Encode msg into a new zframe. Returns NULL when msg->kind is not a valid kind.
+//  Encode msg into a new zframe. Returns NULL for a message that a decoder would refuse:
+//  an invalid kind, text or arrays over the limits, a NULL array with a non-zero count,
+//  a finish reason out of range, a frame over PROTO_MAX_FRAME_BYTES.
 zframe_t *
     proto_encode (const proto_msg_t *msg);
 
@@ -172,7 +178,8 @@ int
     proto_decode (const void *data, size_t size, proto_msg_t *msg, char *err, size_t err_size);
 
 //  Send msg as one frame on a DEALER, PUB or PAIR socket. Returns 0, or -1 (errno set by
-//  ZeroMQ, e.g. EAGAIN / EHOSTUNREACH). Does not take ownership of msg.
+//  ZeroMQ, e.g. EAGAIN / EHOSTUNREACH, or EINVAL when proto_encode refused msg). Does not
+//  take ownership of msg.
 int
     proto_send (const proto_msg_t *msg, zsock_t *socket);
 
