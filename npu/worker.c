@@ -264,6 +264,7 @@ worker_actor (zsock_t *pipe, void *args)
         return;
     }
     zsock_signal (pipe, 0);
+    s_on_clock (&self);                 //  the first HELLO at once
     bool asked_to_stop = false;
     while (!self.terminated) {
         void *which = zpoller_wait (self.poller, HELLO_RETRY_MS / 2);

@@ -248,7 +248,9 @@ s_fail_waiting (scheduler_t *self, uint32_t status, const char *message)
 static void
 s_drop_worker (scheduler_t *self, worker_t *worker, const char *why)
 {
-    zlog (ZLOG_WARN, ACTOR, 0, "worker %s dropped: %s", worker->device, why);
+    //  A worker that leaves (BYE) is routine; one that vanishes is worth a warning.
+    zlog (streq (why, "left") ? ZLOG_INFO : ZLOG_WARN, ACTOR, 0, "worker %s dropped: %s",
+          worker->device, why);
     char message [256];
     snprintf (message, sizeof message, "the worker running this request (%s) %s",
               worker->device, why);

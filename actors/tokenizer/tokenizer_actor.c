@@ -115,23 +115,35 @@ s_handle_generate (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
     }
     const char *text = msg->text ? msg->text : "";
     size_t length = strlen (text);
-    char err [256];
-    //  SentencePiece never gives more tokens than bytes, plus BOS.
-    size_t max_ids = length + 1;
-    uint32_t *ids = (uint32_t *) malloc (max_ids * sizeof (uint32_t));
-    int64_t n_ids = ids ? vocab_tokenize (self->vocab, text, length,
-                                          vocab_add_bos (self->vocab), ids, max_ids,
-                                          err, sizeof err)
-                        : -1;
-    if (n_ids < 0 || (size_t) n_ids > max_ids || n_ids > PROTO_MAX_TOKENS) {
+    char err [256] = "";
+    //  A first guess at the number of tokens; vocab_tokenize says when it needs more.
+    size_t max_ids = length / 2 + 16;
+    uint32_t *ids = NULL;
+    int64_t n_ids = -1;
+    bool out_of_memory = false;
+    while (true) {
+        uint32_t *grown = (uint32_t *) realloc (ids, max_ids * sizeof (uint32_t));
+        if (!grown) {
+            snprintf (err, sizeof err, "out of memory");
+            out_of_memory = true;
+            n_ids = -1;
+            break;
+        }
+        ids = grown;
+        n_ids = vocab_tokenize (self->vocab, text, length, vocab_add_bos (self->vocab), ids,
+                                max_ids, err, sizeof err);
+        if (n_ids < 0 || (size_t) n_ids <= max_ids || n_ids > PROTO_MAX_TOKENS)
+            break;
+        max_ids = (size_t) n_ids;
+    }
+    if (n_ids < 0 || n_ids > PROTO_MAX_TOKENS) {
         char message [320];
         if (n_ids > PROTO_MAX_TOKENS)
             snprintf (message, sizeof message, "the prompt has %" PRId64 " tokens; "
                       "at most %u are accepted", n_ids, PROTO_MAX_TOKENS);
         else
-            snprintf (message, sizeof message, "could not tokenize the prompt: %s",
-                      ids ? err : "out of memory");
-        s_send_error (self, msg->request_id, reply_to, 400, message);
+            snprintf (message, sizeof message, "could not tokenize the prompt: %s", err);
+        s_send_error (self, msg->request_id, reply_to, out_of_memory ? 500 : 400, message);
         free (ids);
         return;
     }
