@@ -10,15 +10,23 @@
     Endpoints now: POST /v1/completions, GET /v1/models, GET /health. Every error is an
     OpenAI error body {"error":{"message","type","param","code"}}.
 
-    It runs as a CZMQ actor: zactor_new (frontend_actor, &args). It signals the pipe once
-    it is listening, or once it has failed to start (args.error is then set). Commands on
-    the pipe:
-        "$TERM"      stop now: requests still open get 503, then the loop ends.
-        "DRAIN"      stop accepting connections; requests in flight go on. When none is
+    A client that goes away is seen at once over HTTP/2; over HTTP/1.1 h2o does not read
+    a connection while its request is processed, so twice a second the actor peeks at the
+    socket of every pending HTTP/1.1 request, and a peer that has closed is cancelled (as
+    nginx's 499: a client that half-closes after its request counts as gone).
+
+    It runs as a CZMQ actor: zactor_new (frontend_actor, &args). The strings in args must
+    outlive the actor. It signals the pipe once it is listening, or once it has failed to
+    start (args.error is then set). Commands on the pipe:
+        "$TERM"      stop now: requests still open get 503, their answers are written,
+                     then the loop ends.
+        "DRAIN"      stop accepting connections; requests in flight go on, new requests
+                     on open connections get 503, /health says 503. When no request is
                      left, the actor sends "DRAINED" on the pipe.
         "PEER_DOWN"  the tokenizer (or an actor behind it) died: requests in flight get
-                     503 and new ones are refused with 503 until "PEER_UP".
-        "PEER_UP"    the pipeline is whole again.
+                     503 (and a CANCEL), new ones 503, /health 503, until "PEER_UP".
+        "PEER_UP"    the pipeline is whole again: the DEALER to the tokenizer is made
+                     anew (a restarted inproc peer is a new socket).
 */
 #ifndef ZLLM_FRONTEND_H
 #define ZLLM_FRONTEND_H
@@ -35,7 +43,7 @@ typedef struct {
     const char *status_endpoint;    //  the scheduler's PUB; we connect a SUB
     const char *model_name;         //  the id clients put in "model" and /v1/models lists
     uint32_t n_ctx;                 //  context length, reported by /v1/models
-    size_t max_body_bytes;          //  larger request bodies get 413
+    size_t max_body_bytes;          //  larger request bodies get 413; 0: 16 MiB
     //  Out, valid once zactor_new returns
     char error[256];                //  empty when the actor started
     uint16_t bound_port;            //  the port it listens on

@@ -177,9 +177,10 @@ zframe_t *
 int
     proto_decode (const void *data, size_t size, proto_msg_t *msg, char *err, size_t err_size);
 
-//  Send msg as one frame on a DEALER, PUB or PAIR socket. Returns 0, or -1 (errno set by
-//  ZeroMQ, e.g. EAGAIN / EHOSTUNREACH, or EINVAL when proto_encode refused msg). Does not
-//  take ownership of msg.
+//  Send msg as one frame on a DEALER, PUB or PAIR socket. Blocks as the socket's own
+//  send timeout says (actors that must not block set ZMQ_SNDTIMEO 0). Returns 0, or -1
+//  (errno set by ZeroMQ, e.g. EAGAIN / EHOSTUNREACH, or EINVAL when proto_encode refused
+//  msg). Does not take ownership of msg.
 int
     proto_send (const proto_msg_t *msg, zsock_t *socket);
 

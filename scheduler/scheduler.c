@@ -88,7 +88,8 @@ s_request_new (const proto_msg_t *submit, zframe_t *reply_to)
         free (self);
         return NULL;
     }
-    memcpy (self->tokens, submit->tokens, submit->n_tokens * sizeof (uint32_t));
+    if (submit->n_tokens)
+        memcpy (self->tokens, submit->tokens, submit->n_tokens * sizeof (uint32_t));
     self->n_tokens = submit->n_tokens;
     self->n_prompt = submit->n_tokens;
     self->max_tokens = submit->max_tokens;

@@ -146,6 +146,7 @@ test_prompt_to_tokens_to_text (void **state)
 
     //  The request is finished: more tokens for it are ignored.
     s_tokens (fixture, 1, first, 1, PROTO_FINISH_NONE);
+    proto_msg_reset (&msg);
     zsock_set_rcvtimeo (fixture->frontend, 200);
     char err [256];
     assert_int_equal (proto_recv (fixture->frontend, &msg, NULL, err, sizeof err), -1);

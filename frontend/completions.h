@@ -1,0 +1,97 @@
+/*  completions — OpenAI JSON in and out for the frontend, as pure functions (no I/O).
+
+    Parses and validates a POST /v1/completions body into a completion_request_t, and
+    builds the JSON bodies the frontend answers with: the completion, the model list and
+    OpenAI error bodies {"error":{"message","type","param","code"}}.
+
+    Every JSON text these functions return is a heap string (free it); NULL means out of
+    memory. A request that fails validation fills an api_error_t that says which HTTP
+    status, message, param and code the client gets.
+*/
+#ifndef ZLLM_COMPLETIONS_H
+#define ZLLM_COMPLETIONS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define COMPLETION_DEFAULT_MAX_TOKENS   16
+#define COMPLETION_DEFAULT_TEMPERATURE  1.0f
+#define COMPLETION_MAX_TEMPERATURE      2.0
+
+//  "cmpl-" + 16 hex digits + NUL
+#define COMPLETION_ID_SIZE              22
+
+//  Why a request was refused: an HTTP status and the fields of an OpenAI error body.
+typedef struct {
+    int status;                 //  HTTP status (400, 404, ...); 0 when there is no error
+    char message [512];
+    char param [32];            //  the parameter at fault; "" writes JSON null
+    char code [32];             //  OpenAI's error code ("model_not_found"); "" writes null
+} api_error_t;
+
+//  A valid completion request, as the frontend passes it on.
+typedef struct {
+    char *prompt;               //  heap, NUL-terminated UTF-8 (jansson refuses \u0000)
+    uint32_t max_tokens;        //  >= 1
+    float temperature;          //  0 .. 2; 0 means greedy
+    bool has_seed;              //  false: the caller picks a random seed
+    uint64_t seed;
+} completion_request_t;
+
+//  Fill error with status, param, code (either may be NULL) and a printf-style message.
+void
+    api_error_set (api_error_t *error, int status, const char *param, const char *code,
+                   const char *format, ...) __attribute__ ((format (printf, 5, 6)));
+
+//  Parse and validate a /v1/completions body (size bytes, need not be NUL-terminated).
+//  model_name is the only model served. Returns 0 and fills request (release it with
+//  completion_request_reset), or -1 and fills error (request is left zeroed).
+int
+    completion_request_parse (const char *body, size_t size, const char *model_name,
+                              completion_request_t *request, api_error_t *error);
+
+//  Free what request owns and zero it.
+void
+    completion_request_reset (completion_request_t *request);
+
+//  Write "cmpl-" and the id as 16 lower-case hex digits into buffer.
+void
+    completion_id_format (uint64_t request_id, char buffer [COMPLETION_ID_SIZE]);
+
+//  The body of a finished, non-streamed completion. text holds text_size bytes, which
+//  need not be valid UTF-8 (invalid sequences become U+FFFD). finish_reason is "stop" or
+//  "length".
+char *
+    completion_response_json (const char *id, int64_t created, const char *model,
+                              const char *text, size_t text_size, const char *finish_reason,
+                              uint32_t prompt_tokens, uint32_t completion_tokens);
+
+//  The body of GET /v1/models.
+char *
+    models_list_json (const char *model, int64_t created, uint32_t n_ctx);
+
+//  An OpenAI error body. param and code may be NULL or "" (JSON null).
+char *
+    api_error_json (int status, const char *message, const char *param, const char *code);
+
+//  The same, from an api_error_t.
+char *
+    api_error_to_json (const api_error_t *error);
+
+//  OpenAI's error "type" for an HTTP status: "authentication_error" for 401,
+//  "invalid_request_error" for other 4xx (404 included, as OpenAI sends it),
+//  "server_error" for 5xx.
+const char *
+    api_error_type (int status);
+
+//  The reason phrase for an HTTP status ("Bad Request"), "Error" when unknown.
+const char *
+    http_status_reason (int status);
+
+//  Copy size bytes of text into a new NUL-terminated heap string where every invalid
+//  UTF-8 sequence (and every NUL) is replaced by U+FFFD. *out_size gets its length.
+char *
+    utf8_sanitize (const char *text, size_t size, size_t *out_size);
+
+#endif

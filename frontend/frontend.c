@@ -1,0 +1,1121 @@
+/*  frontend — the HTTP actor: h2o's event loop, OpenAI JSON in and out. See frontend.h.
+
+    One thread runs h2o's evloop (h2o 2.2.5). Three ZeroMQ sockets live in that loop: the
+    actor's pipe, a DEALER to the tokenizer and a SUB on the scheduler's STATUS. Each is
+    watched through its ZMQ_FD, registered with H2O_SOCKET_FLAG_DONT_READ so that h2o
+    only says "readable" and never reads ZeroMQ's own fd. ZMQ_FD is edge-triggered: a
+    wake-up drains every socket while ZMQ_EVENTS says POLLIN, and after each send made
+    outside that drain we look at ZMQ_EVENTS again and, if input waits, run a drain from
+    h2o's zero timeout (never re-entrantly).
+
+    A completion becomes a pending_t allocated in the request's own memory pool with a
+    dispose callback, and is found by request id in a hash table. OUTPUT messages append
+    text; the one with a finish reason answers the request. When h2o frees a request that
+    has no answer yet (the client went away), the dispose callback sends CANCEL. HTTP/1.1
+    connections are not read while h2o processes a request, so h2o cannot see a client
+    leave: a probe twice a second peeks at the socket of every pending HTTP/1 request and
+    cancels it when the peer has closed (HTTP/2 tells h2o at once).
+
+    Every accepted connection is tracked (socket on_close callback) so that "$TERM" can
+    answer what is open with 503, let those answers be written, then stop reading every
+    connection (shutdown SHUT_RD: h2o sees the end of the stream and closes it), run the
+    loop until all are closed, and only then dispose of h2o's context, loop and
+    configuration (h2o_context_dispose would assert on their linked timeouts). We do
+    not call h2o_context_request_shutdown: its HTTP/2 graceful shutdown links timeouts
+    of its own that h2o 2.2.5 does not always unlink before h2o_context_dispose.
+
+    Answers are one h2o_send_inline each (a single FINAL send), so the rule "never call
+    h2o_send again before proceed" cannot be broken here.
+*/
+#include <h2o.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "frontend.h"
+#include "completions.h"
+#include "protocol.h"
+#include "zlog.h"
+
+//  Built with AddressSanitizer, LeakSanitizer reads this hook (in this program or any
+//  test linking the frontend) and ignores what h2o keeps for good:
+//  For LeakSanitizer: h2o 2.2.5 keeps per-thread caches of freed memory (memory-pool
+//  chunks, HTTP/2 write buffers) in __thread variables that nothing can empty, and its
+//  h2o_multithread_destroy_queue does not free the queue (h2o_context_init makes one).
+//  Each actor thread leaves these behind when it ends: bounded, h2o's, not ours to free.
+const char *__lsan_default_suppressions (void);
+const char *
+__lsan_default_suppressions (void)
+{
+    return "leak:h2o_mem_alloc_recycle\n"
+           "leak:h2o_multithread_create_queue\n";
+}
+
+#define ACTOR "frontend"
+
+//  Used when args.max_body_bytes is 0.
+#define DEFAULT_MAX_BODY_BYTES  (16u * 1024 * 1024)
+//  /health is ok while a STATUS with workers >= 1 is younger than this.
+#define STATUS_FRESH_MSEC       3000
+//  How often pending HTTP/1 requests are checked for a client that has gone.
+#define PROBE_MSEC              500
+//  Messages handled in one drain before h2o gets the loop back.
+#define DRAIN_BUDGET            1000
+//  On $TERM: how long connections get to take their last response and close.
+#define CLOSE_GRACE_MSEC        2000
+#define CLOSE_FORCE_MSEC        1000
+
+typedef struct _server_t server_t;
+
+//  One accepted HTTP connection, tracked so that $TERM can close what is left.
+typedef struct {
+    h2o_linklist_t link;            //  in server->connections
+    server_t *server;
+    h2o_socket_t *sock;
+    int fd;
+} connection_t;
+
+//  One completion waiting for its answer. Lives in the request's pool: h2o frees it
+//  (through s_pending_dispose) when it frees the request.
+typedef struct {
+    server_t *server;
+    h2o_req_t *req;
+    uint64_t id;                    //  key in server->pending
+    char id_text [COMPLETION_ID_SIZE];
+    int64_t created;                //  unix seconds
+    char *text;                     //  heap, the text gathered so far
+    size_t text_size;
+    size_t text_limit;              //  bytes allocated for text
+    bool answered;                  //  an answer was sent, or the request was cancelled
+} pending_t;
+
+//  Our h2o handler: one for every path; it dispatches by itself.
+typedef struct {
+    h2o_handler_t super;
+    server_t *server;
+} handler_t;
+
+struct _server_t {
+    frontend_args_t *args;
+    zsock_t *pipe;                  //  the actor's pipe (not ours to destroy)
+    zsock_t *tokenizer;             //  DEALER connected to the tokenizer
+    zsock_t *status;                //  SUB on the scheduler's STATUS
+    h2o_globalconf_t config;
+    bool config_ready;
+    h2o_context_t context;
+    bool context_ready;
+    h2o_accept_ctx_t accept_ctx;
+    h2o_evloop_t *loop;
+    h2o_socket_t *listener;
+    h2o_socket_t *pipe_watch;
+    h2o_socket_t *tokenizer_watch;
+    h2o_socket_t *status_watch;
+    h2o_timeout_entry_t drain_entry;    //  on context.zero_timeout
+    h2o_timeout_t probe_timeout;
+    bool probe_timeout_ready;
+    h2o_timeout_entry_t probe_entry;
+    h2o_linklist_t connections;     //  of connection_t
+    zhashx_t *pending;              //  request id -> pending_t
+    size_t live_requests;           //  pending_t not yet freed by h2o (answered or not)
+    uint64_t next_id;
+    uint64_t random_state;
+    int64_t started_at;             //  unix seconds, for /v1/models
+    int64_t status_at;              //  zclock_mono () of the last healthy STATUS, 0: never
+    uint32_t status_workers;
+    size_t max_body_bytes;
+    bool in_drain;                  //  inside s_drain: it re-checks by itself
+    bool terminating;               //  $TERM received
+    bool draining;                  //  DRAIN received: no new requests
+    bool drained_sent;
+    bool peer_down;
+};
+
+static void s_drain (server_t *server);
+static void s_check_drained (server_t *server);
+
+
+//  --------------------------------------------------------------------------
+//  Small helpers
+
+static uint64_t
+s_random (server_t *server)
+{
+    //  splitmix64
+    uint64_t z = (server->random_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t
+s_random_seed (void)
+{
+    uint64_t seed = 0;
+    if (getrandom (&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t) sizeof seed) {
+        struct timespec now;
+        clock_gettime (CLOCK_REALTIME, &now);
+        seed = (uint64_t) now.tv_nsec ^ ((uint64_t) now.tv_sec << 20)
+             ^ ((uint64_t) getpid () << 40);
+    }
+    return seed;
+}
+
+static size_t
+s_id_hash (const void *key)
+{
+    uint64_t id = *(const uint64_t *) key;
+    return (size_t) (id ^ (id >> 29));
+}
+
+static int
+s_id_compare (const void *key1, const void *key2)
+{
+    uint64_t id1 = *(const uint64_t *) key1;
+    uint64_t id2 = *(const uint64_t *) key2;
+    return id1 < id2? -1: id1 > id2? 1: 0;
+}
+
+static bool
+s_iovec_is (h2o_iovec_t value, const char *text)
+{
+    return h2o_memis (value.base, value.len, text, strlen (text));
+}
+
+//  After a send made outside s_drain: ZeroMQ may have taken the fd's edge while
+//  sending, so look for waiting input and drain it from the zero timeout.
+static void
+s_check_input (server_t *server)
+{
+    if (server->in_drain || server->terminating)
+        return;
+    if (h2o_timeout_is_linked (&server->drain_entry))
+        return;
+    bool waiting = (zsock_events (server->pipe) & ZMQ_POLLIN)
+                || (server->tokenizer && (zsock_events (server->tokenizer) & ZMQ_POLLIN))
+                || (zsock_events (server->status) & ZMQ_POLLIN);
+    if (waiting)
+        h2o_timeout_link (server->loop, &server->context.zero_timeout, &server->drain_entry);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Answers
+
+static void
+s_send_json (h2o_req_t *req, int status, const char *body, size_t size)
+{
+    req->res.status = status;
+    req->res.reason = http_status_reason (status);
+    req->res.content_length = size;
+    h2o_add_header (&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                    H2O_STRLIT ("application/json"));
+    h2o_send_inline (req, body, size);
+}
+
+//  Send body (heap JSON, taken) or, when it is NULL (out of memory), a fixed 500.
+static void
+s_send_json_owned (h2o_req_t *req, int status, char *body)
+{
+    if (body) {
+        s_send_json (req, status, body, strlen (body));
+        free (body);
+    }
+    else {
+        static const char fallback [] =
+            "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
+            "\"param\":null,\"code\":null}}";
+        s_send_json (req, 500, fallback, sizeof fallback - 1);
+    }
+}
+
+static void
+s_send_error (h2o_req_t *req, int status, const char *param, const char *code,
+              const char *message)
+{
+    s_send_json_owned (req, status, api_error_json (status, message, param, code));
+}
+
+static void
+s_send_method_not_allowed (h2o_req_t *req, const char *allowed)
+{
+    char message [200];
+    snprintf (message, sizeof message, "method %.*s is not allowed here; use %s",
+              (int) (req->method.len < 20? req->method.len: 20), req->method.base, allowed);
+    h2o_add_header (&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL,
+                    allowed, strlen (allowed));
+    s_send_error (req, 405, NULL, NULL, message);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Pending completions
+
+//  Take pending out of the table: from now on nothing more is sent for it.
+static void
+s_pending_close (pending_t *pending)
+{
+    server_t *server = pending->server;
+    pending->answered = true;
+    zhashx_delete (server->pending, &pending->id);
+    s_check_drained (server);
+}
+
+static void
+s_send_cancel (server_t *server, uint64_t request_id)
+{
+    if (!server->tokenizer)
+        return;
+    proto_msg_t cancel = PROTO_MSG_INIT;
+    cancel.kind = PROTO_CANCEL;
+    cancel.request_id = request_id;
+    if (proto_send (&cancel, server->tokenizer) != 0)
+        zlog (ZLOG_WARN, ACTOR, request_id, "could not send CANCEL: %s", strerror (errno));
+    s_check_input (server);
+}
+
+//  Answer pending with an OpenAI error body; cancel it downstream when asked.
+static void
+s_pending_fail (pending_t *pending, int status, const char *message, bool cancel)
+{
+    server_t *server = pending->server;
+    h2o_req_t *req = pending->req;
+    zlog (ZLOG_INFO, ACTOR, pending->id, "answered %d: %s", status, message);
+    if (cancel)
+        s_send_cancel (server, pending->id);
+    s_pending_close (pending);
+    if (server->draining || server->terminating)
+        req->http1_is_persistent = 0;
+    s_send_error (req, status, NULL, NULL, message);
+}
+
+//  Answer every pending request with this error.
+static void
+s_fail_all (server_t *server, int status, const char *message, bool cancel)
+{
+    pending_t *pending;
+    while ((pending = (pending_t *) zhashx_first (server->pending)))
+        s_pending_fail (pending, status, message, cancel);
+}
+
+//  h2o frees the request: if no answer went out, the client is gone.
+static void
+s_pending_dispose (void *data)
+{
+    pending_t *pending = (pending_t *) data;
+    if (!pending->answered) {
+        server_t *server = pending->server;
+        zlog (ZLOG_INFO, ACTOR, pending->id, "client went away: cancelled");
+        s_send_cancel (server, pending->id);
+        s_pending_close (pending);
+    }
+    free (pending->text);
+    pending->text = NULL;
+    pending->server->live_requests--;
+}
+
+static int
+s_pending_append (pending_t *pending, const char *text)
+{
+    size_t size = strlen (text);
+    if (size == 0)
+        return 0;
+    if (pending->text_size + size + 1 > pending->text_limit) {
+        size_t limit = pending->text_limit? pending->text_limit * 2: 256;
+        while (limit < pending->text_size + size + 1)
+            limit *= 2;
+        char *grown = (char *) realloc (pending->text, limit);
+        if (!grown)
+            return -1;
+        pending->text = grown;
+        pending->text_limit = limit;
+    }
+    memcpy (pending->text + pending->text_size, text, size);
+    pending->text_size += size;
+    pending->text [pending->text_size] = 0;
+    return 0;
+}
+
+static void
+s_pending_complete (pending_t *pending, const proto_msg_t *output)
+{
+    server_t *server = pending->server;
+    h2o_req_t *req = pending->req;
+    const char *finish = proto_finish_name (output->finish);
+    char *body = completion_response_json (pending->id_text, pending->created,
+                                           server->args->model_name,
+                                           pending->text, pending->text_size,
+                                           finish? finish: "stop",
+                                           output->prompt_tokens,
+                                           output->completion_tokens);
+    zlog (ZLOG_INFO, ACTOR, pending->id, "completed: %s, %u prompt + %u completion tokens",
+          finish? finish: "?", output->prompt_tokens, output->completion_tokens);
+    s_pending_close (pending);
+    if (server->draining)
+        req->http1_is_persistent = 0;
+    s_send_json_owned (req, 200, body);
+}
+
+//  Is the peer of this pending HTTP/1 request gone? Peeks at its socket.
+static bool
+s_client_gone (pending_t *pending)
+{
+    h2o_req_t *req = pending->req;
+    if (req->version >= 0x200 || !req->conn->callbacks->get_socket)
+        return false;               //  HTTP/2: h2o sees it and frees the request
+    h2o_socket_t *sock = req->conn->callbacks->get_socket (req->conn);
+    if (!sock)
+        return false;
+    int fd = h2o_socket_get_fd (sock);
+    if (fd < 0)
+        return false;
+    char byte;
+    ssize_t got = recv (fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (got == 0)
+        return true;                //  the client closed its side
+    if (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        return true;                //  reset
+    return false;
+}
+
+static void
+s_on_probe (h2o_timeout_entry_t *entry)
+{
+    server_t *server = H2O_STRUCT_FROM_MEMBER (server_t, probe_entry, entry);
+    if (server->terminating)
+        return;
+    //  Gather first: answering takes requests out of the table.
+    zlistx_t *gone = NULL;
+    pending_t *pending = (pending_t *) zhashx_first (server->pending);
+    while (pending) {
+        if (s_client_gone (pending)) {
+            if (!gone)
+                gone = zlistx_new ();
+            if (gone)
+                zlistx_add_end (gone, pending);
+        }
+        pending = (pending_t *) zhashx_next (server->pending);
+    }
+    if (gone) {
+        pending = (pending_t *) zlistx_first (gone);
+        while (pending) {
+            zlog (ZLOG_INFO, ACTOR, pending->id, "client closed the connection: cancelled");
+            //  The answer goes into a closed socket; h2o then closes the connection
+            //  and frees the request.
+            pending->req->http1_is_persistent = 0;
+            s_pending_fail (pending, 499, "client closed request", true);
+            pending = (pending_t *) zlistx_next (gone);
+        }
+        zlistx_destroy (&gone);
+    }
+    h2o_timeout_link (server->loop, &server->probe_timeout, &server->probe_entry);
+}
+
+
+//  --------------------------------------------------------------------------
+//  HTTP handlers
+
+static void
+s_handle_completion (server_t *server, h2o_req_t *req)
+{
+    if (server->terminating || server->draining) {
+        req->http1_is_persistent = 0;
+        s_send_error (req, 503, NULL, NULL, "the server is shutting down");
+        return;
+    }
+    if (server->peer_down || !server->tokenizer) {
+        s_send_error (req, 503, NULL, NULL,
+                      "the model pipeline is not available; try again later");
+        return;
+    }
+    if (req->entity.len > server->max_body_bytes) {
+        s_send_error (req, 413, NULL, NULL, "the request body is too large");
+        return;
+    }
+    completion_request_t request;
+    api_error_t error;
+    if (completion_request_parse (req->entity.base, req->entity.len,
+                                  server->args->model_name, &request, &error) != 0) {
+        zlog (ZLOG_DEBUG, ACTOR, 0, "refused %d: %s", error.status, error.message);
+        s_send_json_owned (req, error.status, api_error_to_json (&error));
+        return;
+    }
+    pending_t *pending = (pending_t *) h2o_mem_alloc_shared (&req->pool, sizeof (pending_t),
+                                                             s_pending_dispose);
+    memset (pending, 0, sizeof *pending);
+    pending->server = server;
+    pending->req = req;
+    server->live_requests++;
+    pending->id = server->next_id++;
+    if (pending->id == 0)               //  0 means "no request" in logs
+        pending->id = server->next_id++;
+    completion_id_format (pending->id, pending->id_text);
+    pending->created = (int64_t) time (NULL);
+    zhashx_insert (server->pending, &pending->id, pending);
+
+    proto_msg_t generate = PROTO_MSG_INIT;
+    generate.kind = PROTO_GENERATE;
+    generate.request_id = pending->id;
+    generate.text = request.prompt;     //  borrowed: generate is not reset
+    generate.max_tokens = request.max_tokens;
+    generate.temperature = request.temperature;
+    generate.seed = request.has_seed? request.seed: s_random (server);
+    zlog (ZLOG_DEBUG, ACTOR, pending->id, "GENERATE max_tokens=%u temperature=%g",
+          generate.max_tokens, (double) generate.temperature);
+    int rc = proto_send (&generate, server->tokenizer);
+    int send_errno = errno;
+    completion_request_reset (&request);
+    s_check_input (server);
+    if (rc != 0 && send_errno == EINVAL)     //  refused by proto_encode: over its limits
+        s_pending_fail (pending, 413, "the prompt is too large", false);
+    else
+    if (rc != 0) {
+        char message [200];
+        snprintf (message, sizeof message,
+                  "the request could not be passed on to the model pipeline (%s)",
+                  strerror (send_errno));
+        s_pending_fail (pending, 503, message, false);
+    }
+}
+
+static void
+s_handle_models (server_t *server, h2o_req_t *req)
+{
+    s_send_json_owned (req, 200, models_list_json (server->args->model_name,
+                                                   server->started_at, server->args->n_ctx));
+}
+
+static void
+s_handle_health (server_t *server, h2o_req_t *req)
+{
+    const char *problem = NULL;
+    if (server->terminating || server->draining)
+        problem = "the server is shutting down";
+    else
+    if (server->peer_down)
+        problem = "the model pipeline is not available";
+    else
+    if (server->status_at == 0 || zclock_mono () - server->status_at > STATUS_FRESH_MSEC)
+        problem = "no worker is available";
+    if (problem)
+        s_send_error (req, 503, NULL, NULL, problem);
+    else {
+        static const char ok [] = "{\"status\":\"ok\"}";
+        s_send_json (req, 200, ok, sizeof ok - 1);
+    }
+}
+
+static int
+s_on_request (h2o_handler_t *self, h2o_req_t *req)
+{
+    server_t *server = ((handler_t *) self)->server;
+    h2o_iovec_t path = req->path_normalized;
+    bool is_get = s_iovec_is (req->method, "GET") || s_iovec_is (req->method, "HEAD");
+    if (s_iovec_is (path, "/v1/completions")) {
+        if (s_iovec_is (req->method, "POST"))
+            s_handle_completion (server, req);
+        else
+            s_send_method_not_allowed (req, "POST");
+    }
+    else
+    if (s_iovec_is (path, "/v1/models")) {
+        if (is_get)
+            s_handle_models (server, req);
+        else
+            s_send_method_not_allowed (req, "GET, HEAD");
+    }
+    else
+    if (s_iovec_is (path, "/health")) {
+        if (is_get)
+            s_handle_health (server, req);
+        else
+            s_send_method_not_allowed (req, "GET, HEAD");
+    }
+    else {
+        char message [300];
+        snprintf (message, sizeof message, "Invalid URL (%.*s %.*s)",
+                  (int) (req->method.len < 20? req->method.len: 20), req->method.base,
+                  (int) (path.len < 200? path.len: 200), path.base);
+        s_send_error (req, 404, NULL, NULL, message);
+    }
+    return 0;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Connections
+
+static void
+s_on_connection_close (void *data)
+{
+    connection_t *connection = (connection_t *) data;
+    h2o_linklist_unlink (&connection->link);
+    free (connection);
+}
+
+static void
+s_on_accept (h2o_socket_t *listener, const char *err)
+{
+    server_t *server = (server_t *) listener->data;
+    if (err)
+        return;
+    //  The listener is level-triggered: take a few, the loop brings the rest.
+    for (int count = 0; count < 16; count++) {
+        h2o_socket_t *sock = h2o_evloop_socket_accept (listener);
+        if (!sock)
+            return;
+        connection_t *connection = (connection_t *) calloc (1, sizeof (connection_t));
+        if (!connection) {
+            h2o_socket_close (sock);
+            continue;
+        }
+        connection->server = server;
+        connection->sock = sock;
+        connection->fd = h2o_socket_get_fd (sock);
+        h2o_linklist_insert (&server->connections, &connection->link);
+        sock->on_close.cb = s_on_connection_close;
+        sock->on_close.data = connection;
+        h2o_accept (&server->accept_ctx, sock);
+    }
+}
+
+static void
+s_close_listener (server_t *server)
+{
+    if (server->listener) {
+        h2o_socket_read_stop (server->listener);
+        h2o_socket_close (server->listener);
+        server->listener = NULL;
+    }
+}
+
+//  Shut down every tracked connection's socket (SHUT_RD or SHUT_RDWR): h2o then sees
+//  the end of the stream and closes the connection itself.
+static void
+s_shutdown_connections (server_t *server, int how)
+{
+    h2o_linklist_t *node;
+    for (node = server->connections.next; node != &server->connections; node = node->next) {
+        connection_t *connection = H2O_STRUCT_FROM_MEMBER (connection_t, link, node);
+        if (connection->fd >= 0)
+            shutdown (connection->fd, how);
+    }
+}
+
+static int
+s_listen (server_t *server)
+{
+    frontend_args_t *args = server->args;
+    const char *host = args->host && *args->host? args->host: NULL;
+    char port_text [8];
+    snprintf (port_text, sizeof port_text, "%u", (unsigned) args->port);
+
+    struct addrinfo hints;
+    memset (&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    struct addrinfo *found = NULL;
+    int rc = getaddrinfo (host, port_text, &hints, &found);
+    if (rc != 0) {
+        snprintf (args->error, sizeof args->error, "cannot resolve '%s': %s",
+                  host? host: "*", gai_strerror (rc));
+        return -1;
+    }
+    int fd = -1;
+    int saved_errno = 0;
+    for (struct addrinfo *address = found; address; address = address->ai_next) {
+        fd = socket (address->ai_family, address->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                     address->ai_protocol);
+        if (fd < 0) {
+            saved_errno = errno;
+            continue;
+        }
+        int on = 1;
+        setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+        if (bind (fd, address->ai_addr, address->ai_addrlen) == 0
+        &&  listen (fd, SOMAXCONN) == 0)
+            break;
+        saved_errno = errno;
+        close (fd);
+        fd = -1;
+    }
+    freeaddrinfo (found);
+    if (fd < 0) {
+        snprintf (args->error, sizeof args->error, "cannot listen on %s:%u: %s",
+                  host? host: "*", (unsigned) args->port, strerror (saved_errno));
+        return -1;
+    }
+    struct sockaddr_storage bound;
+    socklen_t bound_size = sizeof bound;
+    if (getsockname (fd, (struct sockaddr *) &bound, &bound_size) == 0) {
+        if (bound.ss_family == AF_INET)
+            args->bound_port = ntohs (((struct sockaddr_in *) &bound)->sin_port);
+        else
+        if (bound.ss_family == AF_INET6)
+            args->bound_port = ntohs (((struct sockaddr_in6 *) &bound)->sin6_port);
+    }
+    server->listener = h2o_evloop_socket_create (server->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    server->listener->data = server;
+    h2o_socket_read_start (server->listener, s_on_accept);
+    return 0;
+}
+
+
+//  --------------------------------------------------------------------------
+//  ZeroMQ sockets in h2o's loop
+
+static void
+s_on_zmq_ready (h2o_socket_t *watch, const char *err)
+{
+    server_t *server = (server_t *) watch->data;
+    if (err)
+        zlog (ZLOG_WARN, ACTOR, 0, "ZeroMQ fd: %s", err);
+    s_drain (server);
+}
+
+static void
+s_on_drain_timeout (h2o_timeout_entry_t *entry)
+{
+    server_t *server = H2O_STRUCT_FROM_MEMBER (server_t, drain_entry, entry);
+    s_drain (server);
+}
+
+static h2o_socket_t *
+s_watch (server_t *server, zsock_t *socket)
+{
+    h2o_socket_t *watch = h2o_evloop_socket_create (server->loop, zsock_fd (socket),
+                                                    H2O_SOCKET_FLAG_DONT_READ);
+    watch->data = server;
+    h2o_socket_read_start (watch, s_on_zmq_ready);
+    return watch;
+}
+
+//  Take the fd out of h2o's loop without closing it: it belongs to ZeroMQ.
+static void
+s_unwatch (h2o_socket_t **watch_p)
+{
+    if (*watch_p) {
+        h2o_socket_read_stop (*watch_p);
+        h2o_socket_export_t exported;
+        if (h2o_socket_export (*watch_p, &exported) == 0)
+            h2o_buffer_dispose (&exported.input);
+        *watch_p = NULL;
+    }
+}
+
+static zsock_t *
+s_tokenizer_new (server_t *server, char *error, size_t error_size)
+{
+    zsock_t *dealer = zsock_new (ZMQ_DEALER);
+    if (!dealer)
+        return NULL;
+    //  Sends must never block h2o's loop; nothing from the pipeline may be dropped.
+    zsock_set_sndhwm (dealer, 0);
+    zsock_set_rcvhwm (dealer, 0);
+    zsock_set_sndtimeo (dealer, 0);
+    zsock_set_linger (dealer, 0);
+    if (zsock_connect (dealer, "%s", server->args->tokenizer_endpoint) != 0) {
+        snprintf (error, error_size, "cannot connect to the tokenizer at '%s'",
+                  server->args->tokenizer_endpoint);
+        zsock_destroy (&dealer);
+        return NULL;
+    }
+    return dealer;
+}
+
+//  After PEER_UP: a fresh DEALER (an inproc peer that came back is a new socket, and
+//  what was queued for the old one is stale).
+static void
+s_tokenizer_reconnect (server_t *server)
+{
+    s_unwatch (&server->tokenizer_watch);
+    zsock_destroy (&server->tokenizer);
+    char error [256];
+    server->tokenizer = s_tokenizer_new (server, error, sizeof error);
+    if (server->tokenizer) {
+        server->tokenizer_watch = s_watch (server, server->tokenizer);
+        zlog (ZLOG_INFO, ACTOR, 0, "reconnected to the tokenizer");
+    }
+    else {
+        zlog (ZLOG_ERROR, ACTOR, 0, "cannot reconnect: %s", error);
+        server->peer_down = true;
+    }
+}
+
+
+//  --------------------------------------------------------------------------
+//  Messages
+
+static void
+s_check_drained (server_t *server)
+{
+    if (server->draining && !server->drained_sent && !server->terminating
+    &&  zhashx_size (server->pending) == 0) {
+        server->drained_sent = true;
+        zlog (ZLOG_INFO, ACTOR, 0, "drained");
+        zstr_send (server->pipe, "DRAINED");
+        s_check_input (server);
+    }
+}
+
+static void
+s_handle_pipe (server_t *server)
+{
+    zmsg_t *msg = zmsg_recv (server->pipe);
+    if (!msg)
+        return;                     //  interrupted
+    char *command = zmsg_popstr (msg);
+    if (!command)
+        zlog (ZLOG_WARN, ACTOR, 0, "empty command on the pipe");
+    else
+    if (streq (command, "$TERM")) {
+        zlog (ZLOG_INFO, ACTOR, 0, "terminating");
+        server->terminating = true;
+    }
+    else
+    if (streq (command, "DRAIN")) {
+        zlog (ZLOG_INFO, ACTOR, 0, "draining: %zu requests in flight",
+              zhashx_size (server->pending));
+        server->draining = true;
+        server->drained_sent = false;
+        s_close_listener (server);
+        s_check_drained (server);
+    }
+    else
+    if (streq (command, "PEER_DOWN")) {
+        zlog (ZLOG_WARN, ACTOR, 0, "the model pipeline is down: failing %zu requests",
+              zhashx_size (server->pending));
+        server->peer_down = true;
+        s_fail_all (server, 503, "the model pipeline went down before the answer", true);
+    }
+    else
+    if (streq (command, "PEER_UP")) {
+        if (server->peer_down) {
+            server->peer_down = false;
+            s_tokenizer_reconnect (server);
+        }
+    }
+    else
+        zlog (ZLOG_WARN, ACTOR, 0, "unknown command on the pipe: '%s'", command);
+    zstr_free (&command);
+    zmsg_destroy (&msg);
+}
+
+static void
+s_handle_tokenizer (server_t *server)
+{
+    proto_msg_t msg = PROTO_MSG_INIT;
+    char error [256];
+    if (proto_recv (server->tokenizer, &msg, NULL, error, sizeof error) != 0) {
+        zlog (ZLOG_WARN, ACTOR, 0, "bad message from the tokenizer, skipped: %s", error);
+        return;
+    }
+    pending_t *pending = (pending_t *) zhashx_lookup (server->pending, &msg.request_id);
+    if (msg.kind == PROTO_OUTPUT) {
+        if (!pending)
+            zlog (ZLOG_DEBUG, ACTOR, msg.request_id, "OUTPUT for no pending request");
+        else
+        if (s_pending_append (pending, msg.text? msg.text: "") != 0)
+            s_pending_fail (pending, 500, "out of memory", true);
+        else
+        if (msg.finish != PROTO_FINISH_NONE)
+            s_pending_complete (pending, &msg);
+    }
+    else
+    if (msg.kind == PROTO_ERROR) {
+        if (!pending)
+            zlog (ZLOG_DEBUG, ACTOR, msg.request_id, "ERROR for no pending request");
+        else {
+            int status = msg.status >= 400 && msg.status <= 599? (int) msg.status: 500;
+            s_pending_fail (pending, status,
+                            msg.text && *msg.text? msg.text: "the request failed", false);
+        }
+    }
+    else
+        zlog (ZLOG_WARN, ACTOR, msg.request_id, "unexpected %s from the tokenizer, skipped",
+              proto_kind_name (msg.kind));
+    proto_msg_reset (&msg);
+}
+
+static void
+s_handle_status (server_t *server)
+{
+    proto_msg_t msg = PROTO_MSG_INIT;
+    char error [256];
+    if (proto_recv (server->status, &msg, NULL, error, sizeof error) != 0) {
+        zlog (ZLOG_WARN, ACTOR, 0, "bad STATUS message, skipped: %s", error);
+        return;
+    }
+    if (msg.kind == PROTO_STATUS) {
+        server->status_workers = msg.workers;
+        server->status_at = msg.workers >= 1? zclock_mono (): 0;
+    }
+    else
+        zlog (ZLOG_WARN, ACTOR, 0, "unexpected %s on the status socket, skipped",
+              proto_kind_name (msg.kind));
+    proto_msg_reset (&msg);
+}
+
+//  Handle what waits on the three sockets, round-robin, until none has input.
+static void
+s_drain (server_t *server)
+{
+    if (server->in_drain)
+        return;
+    server->in_drain = true;
+    bool more = true;
+    int budget = DRAIN_BUDGET;
+    while (more && budget > 0 && !server->terminating) {
+        more = false;
+        if (zsock_events (server->pipe) & ZMQ_POLLIN) {
+            s_handle_pipe (server);
+            more = true;
+            budget--;
+            if (server->terminating)
+                break;
+        }
+        if (server->tokenizer && (zsock_events (server->tokenizer) & ZMQ_POLLIN)) {
+            s_handle_tokenizer (server);
+            more = true;
+            budget--;
+        }
+        if (zsock_events (server->status) & ZMQ_POLLIN) {
+            s_handle_status (server);
+            more = true;
+            budget--;
+        }
+    }
+    server->in_drain = false;
+    //  Out of budget with input left: let h2o do its I/O, then go on.
+    if (more && !server->terminating && !h2o_timeout_is_linked (&server->drain_entry))
+        h2o_timeout_link (server->loop, &server->context.zero_timeout, &server->drain_entry);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Start and stop
+
+static void
+s_server_destroy (server_t **self_p)
+{
+    server_t *server = *self_p;
+    if (!server)
+        return;
+    bool loop_freed = true;
+    if (server->loop) {
+        s_close_listener (server);
+        s_unwatch (&server->pipe_watch);
+        s_unwatch (&server->tokenizer_watch);
+        s_unwatch (&server->status_watch);
+        if (h2o_timeout_is_linked (&server->drain_entry))
+            h2o_timeout_unlink (&server->drain_entry);
+        if (h2o_timeout_is_linked (&server->probe_entry))
+            h2o_timeout_unlink (&server->probe_entry);
+        if (server->probe_timeout_ready)
+            h2o_timeout_dispose (server->loop, &server->probe_timeout);
+        if (h2o_linklist_is_empty (&server->connections)) {
+            if (server->context_ready)
+                h2o_context_dispose (&server->context);
+            h2o_evloop_destroy (server->loop);
+            //  Buffers h2o keeps for reuse in this thread would outlive it.
+            while (h2o_socket_buffer_prototype.allocator.cnt > 0)
+                free (h2o_mem_alloc_recycle (&h2o_socket_buffer_prototype.allocator, 1));
+        }
+        else {
+            //  Never seen: a connection that would not close. Disposing of h2o's context
+            //  under it would crash; leaking is the lesser harm at exit.
+            zlog (ZLOG_ERROR, ACTOR, 0, "connections still open at exit: h2o's loop is leaked");
+            loop_freed = false;
+        }
+        server->loop = NULL;
+    }
+    if (server->config_ready && loop_freed)
+        h2o_config_dispose (&server->config);
+    zhashx_destroy (&server->pending);
+    zsock_destroy (&server->tokenizer);
+    zsock_destroy (&server->status);
+    free (server);
+    *self_p = NULL;
+}
+
+static server_t *
+s_server_new (zsock_t *pipe, frontend_args_t *args)
+{
+    server_t *server = (server_t *) calloc (1, sizeof (server_t));
+    if (!server) {
+        snprintf (args->error, sizeof args->error, "out of memory");
+        return NULL;
+    }
+    server->args = args;
+    server->pipe = pipe;
+    server->max_body_bytes = args->max_body_bytes? args->max_body_bytes: DEFAULT_MAX_BODY_BYTES;
+    server->random_state = s_random_seed ();
+    server->next_id = s_random (server);
+    server->started_at = (int64_t) time (NULL);
+    h2o_linklist_init_anchor (&server->connections);
+    server->drain_entry.cb = s_on_drain_timeout;
+    server->probe_entry.cb = s_on_probe;
+
+    server->pending = zhashx_new ();
+    if (!server->pending) {
+        snprintf (args->error, sizeof args->error, "out of memory");
+        goto failed;
+    }
+    zhashx_set_key_hasher (server->pending, s_id_hash);
+    zhashx_set_key_comparator (server->pending, s_id_compare);
+    zhashx_set_key_duplicator (server->pending, NULL);
+    zhashx_set_key_destructor (server->pending, NULL);
+
+    if (!args->model_name || !*args->model_name) {
+        snprintf (args->error, sizeof args->error, "no model name");
+        goto failed;
+    }
+    if (!args->tokenizer_endpoint || !args->status_endpoint) {
+        snprintf (args->error, sizeof args->error, "tokenizer or status endpoint missing");
+        goto failed;
+    }
+    server->tokenizer = s_tokenizer_new (server, args->error, sizeof args->error);
+    if (!server->tokenizer)
+        goto failed;
+    server->status = zsock_new (ZMQ_SUB);
+    if (!server->status
+    ||  zsock_connect (server->status, "%s", args->status_endpoint) != 0) {
+        snprintf (args->error, sizeof args->error,
+                  "cannot connect to the status endpoint '%s'", args->status_endpoint);
+        goto failed;
+    }
+    zsock_set_subscribe (server->status, "");
+    zsock_set_linger (server->status, 0);
+
+    h2o_config_init (&server->config);
+    server->config_ready = true;
+    server->config.server_name = h2o_iovec_init (H2O_STRLIT ("zllm"));
+    server->config.max_request_entity_size = server->max_body_bytes;
+    h2o_hostconf_t *hostconf = h2o_config_register_host (
+        &server->config, h2o_iovec_init (H2O_STRLIT ("default")), 65535);
+    h2o_pathconf_t *pathconf = h2o_config_register_path (hostconf, "/", 0);
+    handler_t *handler = (handler_t *) h2o_create_handler (pathconf, sizeof (handler_t));
+    handler->super.on_req = s_on_request;
+    handler->server = server;
+
+    server->loop = h2o_evloop_create ();
+    h2o_context_init (&server->context, server->loop, &server->config);
+    server->context_ready = true;
+    server->accept_ctx.ctx = &server->context;
+    server->accept_ctx.hosts = server->config.hosts;
+    h2o_timeout_init (server->loop, &server->probe_timeout, PROBE_MSEC);
+    server->probe_timeout_ready = true;
+
+    if (s_listen (server) != 0)
+        goto failed;
+    server->pipe_watch = s_watch (server, server->pipe);
+    server->tokenizer_watch = s_watch (server, server->tokenizer);
+    server->status_watch = s_watch (server, server->status);
+    h2o_timeout_link (server->loop, &server->probe_timeout, &server->probe_entry);
+    return server;
+
+failed:
+    s_server_destroy (&server);
+    return NULL;
+}
+
+//  Is h2o still writing answers? True while a completion's request has not been freed
+//  (HTTP/2 frees it once its last frame is queued) or a connection's socket is writing.
+static bool
+s_writes_pending (server_t *server)
+{
+    if (server->live_requests > 0)
+        return true;
+    h2o_linklist_t *node;
+    for (node = server->connections.next; node != &server->connections; node = node->next) {
+        connection_t *connection = H2O_STRUCT_FROM_MEMBER (connection_t, link, node);
+        if (h2o_socket_is_writing (connection->sock))
+            return true;
+    }
+    return false;
+}
+
+//  Run the loop until no connection is left, or until the deadline.
+static void
+s_run_until_closed (server_t *server, int64_t timeout_msec)
+{
+    int64_t deadline = zclock_mono () + timeout_msec;
+    while (!h2o_linklist_is_empty (&server->connections) && zclock_mono () < deadline)
+        h2o_evloop_run (server->loop, 10);
+}
+
+//  $TERM: answer what is open, let the answers reach the clients, then stop reading
+//  every connection (shutdown SHUT_RD) so that h2o closes each one, and run the loop
+//  until none is left: h2o's context can then be disposed of with nothing in it.
+//  (Shutting a connection down while an HTTP/2 answer is still queued loses its DATA,
+//  hence the wait for quiet first.)
+static void
+s_server_stop (server_t *server)
+{
+    s_close_listener (server);
+    s_unwatch (&server->pipe_watch);
+    s_unwatch (&server->tokenizer_watch);
+    s_unwatch (&server->status_watch);
+    s_fail_all (server, 503, "the server is shutting down", true);
+
+    int64_t deadline = zclock_mono () + CLOSE_GRACE_MSEC;
+    int quiet_rounds = 0;
+    while (quiet_rounds < 2 && !h2o_linklist_is_empty (&server->connections)
+    &&     zclock_mono () < deadline) {
+        h2o_evloop_run (server->loop, 10);
+        quiet_rounds = s_writes_pending (server)? 0: quiet_rounds + 1;
+    }
+    s_shutdown_connections (server, SHUT_RD);
+    s_run_until_closed (server, CLOSE_GRACE_MSEC);
+    if (!h2o_linklist_is_empty (&server->connections)) {
+        zlog (ZLOG_WARN, ACTOR, 0, "closing connections that did not finish in time");
+        s_shutdown_connections (server, SHUT_RDWR);
+        s_run_until_closed (server, CLOSE_FORCE_MSEC);
+    }
+}
+
+void
+frontend_actor (zsock_t *pipe, void *void_args)
+{
+    frontend_args_t *args = (frontend_args_t *) void_args;
+    args->error [0] = 0;
+    args->bound_port = 0;
+
+    //  A write to a client that has gone raises SIGPIPE in the writing thread: keep it
+    //  blocked here so the write just fails with EPIPE (other threads are untouched).
+    sigset_t sigpipe;
+    sigemptyset (&sigpipe);
+    sigaddset (&sigpipe, SIGPIPE);
+    pthread_sigmask (SIG_BLOCK, &sigpipe, NULL);
+
+    server_t *server = s_server_new (pipe, args);
+    if (!server) {
+        zlog (ZLOG_ERROR, ACTOR, 0, "cannot start: %s", args->error);
+        zsock_signal (pipe, 0);
+        return;
+    }
+    zlog (ZLOG_INFO, ACTOR, 0, "listening on %s:%u, model '%s'",
+          args->host && *args->host? args->host: "*", (unsigned) args->bound_port,
+          args->model_name);
+    zsock_signal (pipe, 0);
+
+    //  Messages may have arrived before the watches were registered.
+    s_drain (server);
+    while (!server->terminating)
+        h2o_evloop_run (server->loop, INT32_MAX);
+
+    s_server_stop (server);
+    s_server_destroy (&server);
+    zlog (ZLOG_INFO, ACTOR, 0, "stopped");
+}

@@ -1,0 +1,450 @@
+/*  test_completions — the frontend's pure JSON functions: request parsing and
+    validation, the completion, model list and error bodies.
+*/
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "completions.h"
+
+#define MODEL "stories260K"
+
+//  Parse body; return the rc, with request and error filled.
+static int
+s_parse (const char *body, completion_request_t *request, api_error_t *error)
+{
+    return completion_request_parse (body, strlen (body), MODEL, request, error);
+}
+
+//  Assert that body is refused with this status and param ("" for none), and that the
+//  message contains fragment.
+static void
+s_assert_refused (const char *body, int status, const char *param, const char *fragment)
+{
+    completion_request_t request;
+    api_error_t error;
+    int rc = s_parse (body, &request, &error);
+    if (rc != -1 || error.status != status || strcmp (error.param, param) != 0
+    ||  strstr (error.message, fragment) == NULL)
+        print_error ("body %s: rc=%d status=%d param='%s' message='%s'\n",
+                     body, rc, error.status, error.param, error.message);
+    assert_int_equal (rc, -1);
+    assert_int_equal (error.status, status);
+    assert_string_equal (error.param, param);
+    assert_non_null (strstr (error.message, fragment));
+    assert_null (request.prompt);
+}
+
+static void
+test_parse_defaults (void **state)
+{
+    (void) state;
+    completion_request_t request;
+    api_error_t error;
+    assert_int_equal (s_parse ("{\"model\":\"" MODEL "\",\"prompt\":\"Once upon\"}",
+                               &request, &error), 0);
+    assert_int_equal (error.status, 0);
+    assert_string_equal (request.prompt, "Once upon");
+    assert_int_equal (request.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS);
+    assert_true (request.temperature == 1.0f);
+    assert_false (request.has_seed);
+    completion_request_reset (&request);
+    assert_null (request.prompt);
+}
+
+static void
+test_parse_all_fields (void **state)
+{
+    (void) state;
+    completion_request_t request;
+    api_error_t error;
+    const char *body =
+        "{\"model\":\"" MODEL "\",\"prompt\":\"caf\\u00e9 \\ud83d\\ude00\","
+        "\"max_tokens\":100,\"temperature\":0,\"seed\":-1,\"stream\":false,\"n\":1,"
+        "\"top_p\":0.5,\"unknown\":{\"nested\":[1,2]},\"user\":\"x\"}";
+    assert_int_equal (s_parse (body, &request, &error), 0);
+    assert_string_equal (request.prompt, "caf\xC3\xA9 \xF0\x9F\x98\x80");
+    assert_int_equal (request.max_tokens, 100);
+    assert_true (request.temperature == 0.0f);
+    assert_true (request.has_seed);
+    assert_true (request.seed == UINT64_MAX);
+    completion_request_reset (&request);
+
+    //  Nulls mean defaults; integer temperature, empty prompt are fine.
+    body = "{\"model\":\"" MODEL "\",\"prompt\":\"\",\"max_tokens\":null,"
+           "\"temperature\":2,\"seed\":null,\"stream\":null,\"n\":null}";
+    assert_int_equal (s_parse (body, &request, &error), 0);
+    assert_string_equal (request.prompt, "");
+    assert_int_equal (request.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS);
+    assert_true (request.temperature == 2.0f);
+    assert_false (request.has_seed);
+    completion_request_reset (&request);
+
+    body = "{\"model\":\"" MODEL "\",\"prompt\":\"x\",\"temperature\":0.7,"
+           "\"seed\":42,\"max_tokens\":4294967295}";
+    assert_int_equal (s_parse (body, &request, &error), 0);
+    assert_true (request.temperature > 0.69f && request.temperature < 0.71f);
+    assert_true (request.seed == 42);
+    assert_int_equal (request.max_tokens, UINT32_MAX);
+    completion_request_reset (&request);
+}
+
+static void
+test_parse_body_not_sized_string (void **state)
+{
+    (void) state;
+    //  The body need not end with a NUL: only size bytes are read.
+    const char *text = "{\"model\":\"" MODEL "\",\"prompt\":\"abc\"}GARBAGE";
+    size_t size = strlen (text) - strlen ("GARBAGE");
+    completion_request_t request;
+    api_error_t error;
+    assert_int_equal (completion_request_parse (text, size, MODEL, &request, &error), 0);
+    assert_string_equal (request.prompt, "abc");
+    completion_request_reset (&request);
+}
+
+static void
+test_parse_malformed_json (void **state)
+{
+    (void) state;
+    s_assert_refused ("{\"model\": ", 400, "", "not valid JSON");
+    s_assert_refused ("{\"model\": \"x\",\n \"prompt\": tru}", 400, "", "line 2");
+    s_assert_refused ("", 400, "", "not valid JSON");
+    s_assert_refused ("{\"prompt\":\"a\\u0000b\",\"model\":\"" MODEL "\"}", 400, "",
+                      "not valid JSON");
+    s_assert_refused ("{} trailing", 400, "", "not valid JSON");
+    //  Invalid UTF-8 in the body
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"\xff\"}", 400, "",
+                      "not valid JSON");
+}
+
+static void
+test_parse_not_object (void **state)
+{
+    (void) state;
+    s_assert_refused ("[1,2]", 400, "", "must be a JSON object");
+    s_assert_refused ("42", 400, "", "must be a JSON object");
+    s_assert_refused ("\"text\"", 400, "", "must be a JSON object");
+    s_assert_refused ("null", 400, "", "must be a JSON object");
+}
+
+static void
+test_parse_model (void **state)
+{
+    (void) state;
+    s_assert_refused ("{\"prompt\":\"a\"}", 400, "model", "provide a model");
+    s_assert_refused ("{\"model\":null,\"prompt\":\"a\"}", 400, "model", "provide a model");
+    s_assert_refused ("{\"model\":7,\"prompt\":\"a\"}", 400, "model", "must be a string");
+
+    completion_request_t request;
+    api_error_t error;
+    assert_int_equal (s_parse ("{\"model\":\"gpt-4\",\"prompt\":\"a\"}", &request, &error), -1);
+    assert_int_equal (error.status, 404);
+    assert_string_equal (error.code, "model_not_found");
+    assert_string_equal (error.param, "model");
+    assert_non_null (strstr (error.message, "gpt-4"));
+
+    //  A prefix of the served name is another model.
+    assert_int_equal (s_parse ("{\"model\":\"stories\",\"prompt\":\"a\"}", &request, &error), -1);
+    assert_int_equal (error.status, 404);
+    //  So is the name with a NUL inside.
+    assert_int_equal (s_parse ("{\"model\":\"" MODEL "\\u0000x\",\"prompt\":\"a\"}",
+                               &request, &error), -1);
+    assert_int_equal (error.status, 400);
+}
+
+static void
+test_parse_prompt (void **state)
+{
+    (void) state;
+    s_assert_refused ("{\"model\":\"" MODEL "\"}", 400, "prompt", "provide a prompt");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":null}", 400, "prompt",
+                      "provide a prompt");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":[\"a\",\"b\"]}", 400, "prompt",
+                      "only a string prompt is supported for now");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":[1,2,3]}", 400, "prompt",
+                      "only a string prompt is supported for now");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":5}", 400, "prompt",
+                      "must be a string");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":{}}", 400, "prompt",
+                      "must be a string");
+}
+
+static void
+test_parse_max_tokens (void **state)
+{
+    (void) state;
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"max_tokens\":0}",
+                      400, "max_tokens", "at least 1");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"max_tokens\":-5}",
+                      400, "max_tokens", "at least 1");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"max_tokens\":4294967296}",
+                      400, "max_tokens", "too large");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"max_tokens\":1.5}",
+                      400, "max_tokens", "must be an integer");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"max_tokens\":\"10\"}",
+                      400, "max_tokens", "must be an integer");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"max_tokens\":true}",
+                      400, "max_tokens", "must be an integer");
+}
+
+static void
+test_parse_temperature (void **state)
+{
+    (void) state;
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"temperature\":-0.1}",
+                      400, "temperature", "between 0 and 2");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"temperature\":2.5}",
+                      400, "temperature", "between 0 and 2");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"temperature\":1e400}",
+                      400, "", "not valid JSON");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"temperature\":\"hot\"}",
+                      400, "temperature", "must be a number");
+}
+
+static void
+test_parse_seed_n_stream (void **state)
+{
+    (void) state;
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"seed\":1.5}",
+                      400, "seed", "must be an integer");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"seed\":\"1\"}",
+                      400, "seed", "must be an integer");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"n\":2}",
+                      400, "n", "only n=1");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"n\":0}",
+                      400, "n", "only n=1");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"n\":\"1\"}",
+                      400, "n", "must be an integer");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stream\":true}",
+                      400, "stream", "streaming is not supported yet");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stream\":1}",
+                      400, "stream", "must be a boolean");
+}
+
+static void
+test_completion_id (void **state)
+{
+    (void) state;
+    char id [COMPLETION_ID_SIZE];
+    completion_id_format (0x00a1b2c3d4e5f601ull, id);
+    assert_string_equal (id, "cmpl-00a1b2c3d4e5f601");
+    completion_id_format (UINT64_MAX, id);
+    assert_string_equal (id, "cmpl-ffffffffffffffff");
+    assert_int_equal (strlen (id), COMPLETION_ID_SIZE - 1);
+}
+
+static void
+test_completion_response (void **state)
+{
+    (void) state;
+    const char *text = "Once upon a \"time\"\n";
+    char *body = completion_response_json ("cmpl-0000000000000001", 1767322000, MODEL,
+                                           text, strlen (text), "length", 7, 16);
+    assert_non_null (body);
+    json_error_t json_error;
+    json_t *root = json_loads (body, 0, &json_error);
+    assert_non_null (root);
+    assert_string_equal (json_string_value (json_object_get (root, "id")),
+                         "cmpl-0000000000000001");
+    assert_string_equal (json_string_value (json_object_get (root, "object")),
+                         "text_completion");
+    assert_int_equal (json_integer_value (json_object_get (root, "created")), 1767322000);
+    assert_string_equal (json_string_value (json_object_get (root, "model")), MODEL);
+    json_t *choices = json_object_get (root, "choices");
+    assert_true (json_is_array (choices));
+    assert_int_equal (json_array_size (choices), 1);
+    json_t *choice = json_array_get (choices, 0);
+    assert_int_equal (json_integer_value (json_object_get (choice, "index")), 0);
+    assert_string_equal (json_string_value (json_object_get (choice, "text")), text);
+    assert_true (json_is_null (json_object_get (choice, "logprobs")));
+    assert_string_equal (json_string_value (json_object_get (choice, "finish_reason")),
+                         "length");
+    json_t *usage = json_object_get (root, "usage");
+    assert_int_equal (json_integer_value (json_object_get (usage, "prompt_tokens")), 7);
+    assert_int_equal (json_integer_value (json_object_get (usage, "completion_tokens")), 16);
+    assert_int_equal (json_integer_value (json_object_get (usage, "total_tokens")), 23);
+    json_decref (root);
+    free (body);
+}
+
+static void
+test_completion_response_bad_utf8 (void **state)
+{
+    (void) state;
+    //  A byte-level model can end on half a character: the body must stay valid JSON.
+    const char text [] = "ab\xF0\x9F\x98";
+    char *body = completion_response_json ("cmpl-0000000000000002", 0, MODEL,
+                                           text, sizeof text - 1, "stop", 1, 1);
+    assert_non_null (body);
+    json_t *root = json_loads (body, 0, NULL);
+    assert_non_null (root);
+    json_t *choice = json_array_get (json_object_get (root, "choices"), 0);
+    assert_string_equal (json_string_value (json_object_get (choice, "text")),
+                         "ab\xEF\xBF\xBD");
+    assert_string_equal (json_string_value (json_object_get (choice, "finish_reason")),
+                         "stop");
+    json_decref (root);
+    free (body);
+}
+
+static void
+test_utf8_sanitize (void **state)
+{
+    (void) state;
+    struct {
+        const char *input;
+        size_t size;
+        const char *output;
+    } cases [] = {
+        { "plain", 5, "plain" },
+        { "caf\xC3\xA9", 5, "caf\xC3\xA9" },
+        { "\xE2\x82\xAC", 3, "\xE2\x82\xAC" },                  //  euro sign
+        { "\xF0\x9F\x98\x80", 4, "\xF0\x9F\x98\x80" },          //  emoji
+        { "a\x00" "b", 3, "a\xEF\xBF\xBD" "b" },                //  NUL
+        { "\xC0\xAF", 2, "\xEF\xBF\xBD\xEF\xBF\xBD" },          //  overlong
+        { "\xED\xA0\x80", 3, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD" },  //  surrogate
+        { "\xE2\x82", 2, "\xEF\xBF\xBD" },                      //  truncated, one U+FFFD
+        { "\xE2\x82x", 3, "\xEF\xBF\xBDx" },
+        { "\x80", 1, "\xEF\xBF\xBD" },
+        { "\xF4\x90\x80\x80", 4,
+          "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD" }, //  above U+10FFFF
+        { "", 0, "" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
+        size_t size;
+        char *clean = utf8_sanitize (cases [i].input, cases [i].size, &size);
+        assert_non_null (clean);
+        assert_string_equal (clean, cases [i].output);
+        assert_int_equal (size, strlen (cases [i].output));
+        free (clean);
+    }
+}
+
+static void
+test_models_list (void **state)
+{
+    (void) state;
+    char *body = models_list_json (MODEL, 1767322000, 512);
+    assert_non_null (body);
+    json_t *root = json_loads (body, 0, NULL);
+    assert_non_null (root);
+    assert_string_equal (json_string_value (json_object_get (root, "object")), "list");
+    json_t *data = json_object_get (root, "data");
+    assert_int_equal (json_array_size (data), 1);
+    json_t *model = json_array_get (data, 0);
+    assert_string_equal (json_string_value (json_object_get (model, "id")), MODEL);
+    assert_string_equal (json_string_value (json_object_get (model, "object")), "model");
+    assert_int_equal (json_integer_value (json_object_get (model, "created")), 1767322000);
+    assert_string_equal (json_string_value (json_object_get (model, "owned_by")), "zllm");
+    assert_int_equal (json_integer_value (json_object_get (model, "max_model_len")), 512);
+    json_decref (root);
+    free (body);
+}
+
+//  Check an error body's fields; param and code NULL mean JSON null.
+static void
+s_assert_error_body (const char *body, const char *message, const char *type,
+                     const char *param, const char *code)
+{
+    json_t *root = json_loads (body, 0, NULL);
+    assert_non_null (root);
+    assert_int_equal (json_object_size (root), 1);
+    json_t *error = json_object_get (root, "error");
+    assert_true (json_is_object (error));
+    assert_string_equal (json_string_value (json_object_get (error, "message")), message);
+    assert_string_equal (json_string_value (json_object_get (error, "type")), type);
+    if (param)
+        assert_string_equal (json_string_value (json_object_get (error, "param")), param);
+    else
+        assert_true (json_is_null (json_object_get (error, "param")));
+    if (code)
+        assert_string_equal (json_string_value (json_object_get (error, "code")), code);
+    else
+        assert_true (json_is_null (json_object_get (error, "code")));
+    json_decref (root);
+}
+
+static void
+test_error_bodies (void **state)
+{
+    (void) state;
+    char *body = api_error_json (400, "bad \"thing\"", "prompt", NULL);
+    assert_non_null (body);
+    s_assert_error_body (body, "bad \"thing\"", "invalid_request_error", "prompt", NULL);
+    free (body);
+
+    body = api_error_json (503, "no worker is available", NULL, "");
+    s_assert_error_body (body, "no worker is available", "server_error", NULL, NULL);
+    free (body);
+
+    body = api_error_json (500, NULL, NULL, NULL);
+    s_assert_error_body (body, "", "server_error", NULL, NULL);
+    free (body);
+
+    //  A message cut inside a character stays valid JSON.
+    body = api_error_json (400, "cut \xE2\x82", NULL, NULL);
+    s_assert_error_body (body, "cut \xEF\xBF\xBD", "invalid_request_error", NULL, NULL);
+    free (body);
+
+    api_error_t error;
+    completion_request_t request;
+    assert_int_equal (s_parse ("{\"model\":\"other\",\"prompt\":\"a\"}", &request, &error), -1);
+    body = api_error_to_json (&error);
+    s_assert_error_body (body, error.message, "invalid_request_error", "model",
+                         "model_not_found");
+    free (body);
+
+    assert_string_equal (api_error_type (401), "authentication_error");
+    assert_string_equal (api_error_type (404), "invalid_request_error");
+    assert_string_equal (api_error_type (413), "invalid_request_error");
+    assert_string_equal (api_error_type (502), "server_error");
+    assert_string_equal (http_status_reason (405), "Method Not Allowed");
+    assert_string_equal (http_status_reason (299), "Error");
+}
+
+static void
+test_api_error_set_truncates (void **state)
+{
+    (void) state;
+    api_error_t error;
+    char long_param [100];
+    memset (long_param, 'p', sizeof long_param - 1);
+    long_param [sizeof long_param - 1] = 0;
+    api_error_set (&error, 400, long_param, NULL, "%0600d", 1);
+    assert_int_equal (error.status, 400);
+    assert_int_equal (strlen (error.param), sizeof error.param - 1);
+    assert_int_equal (strlen (error.message), sizeof error.message - 1);
+    assert_string_equal (error.code, "");
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_parse_defaults),
+        cmocka_unit_test (test_parse_all_fields),
+        cmocka_unit_test (test_parse_body_not_sized_string),
+        cmocka_unit_test (test_parse_malformed_json),
+        cmocka_unit_test (test_parse_not_object),
+        cmocka_unit_test (test_parse_model),
+        cmocka_unit_test (test_parse_prompt),
+        cmocka_unit_test (test_parse_max_tokens),
+        cmocka_unit_test (test_parse_temperature),
+        cmocka_unit_test (test_parse_seed_n_stream),
+        cmocka_unit_test (test_completion_id),
+        cmocka_unit_test (test_completion_response),
+        cmocka_unit_test (test_completion_response_bad_utf8),
+        cmocka_unit_test (test_utf8_sanitize),
+        cmocka_unit_test (test_models_list),
+        cmocka_unit_test (test_error_bodies),
+        cmocka_unit_test (test_api_error_set_truncates),
+    };
+    return cmocka_run_group_tests (tests, NULL, NULL);
+}
