@@ -80,6 +80,9 @@ typedef enum {
     FIELD_WORKERS,
     FIELD_RUNNING,
     FIELD_WAITING,
+    FIELD_CHAT,
+    FIELD_STOPS,
+    FIELD_TOOL_CALLS,
     FIELD_COUNT
 } s_field_t;
 
@@ -106,7 +109,10 @@ static const char *s_field_names [FIELD_COUNT] = {
     [FIELD_OUTS] = "outs",
     [FIELD_WORKERS] = "workers",
     [FIELD_RUNNING] = "running",
-    [FIELD_WAITING] = "waiting"
+    [FIELD_WAITING] = "waiting",
+    [FIELD_CHAT] = "chat",
+    [FIELD_STOPS] = "stops",
+    [FIELD_TOOL_CALLS] = "tool_calls"
 };
 
 //  One field of a kind, and whether a decoder insists on it.
@@ -115,7 +121,7 @@ typedef struct {
     bool required;
 } s_kind_field_t;
 
-#define S_MAX_KIND_FIELDS 6
+#define S_MAX_KIND_FIELDS 8
 
 //  What each kind is called and which fields it carries, in encoding order.
 typedef struct {
@@ -125,14 +131,16 @@ typedef struct {
 } s_kind_t;
 
 static const s_kind_t s_kinds [PROTO_KIND_COUNT] = {
-    [PROTO_GENERATE] = { .name = "GENERATE", .n_fields = 5, .fields = {
-        { FIELD_REQUEST_ID, true }, { FIELD_TEXT, false }, { FIELD_MAX_TOKENS, false },
-        { FIELD_TEMPERATURE, false }, { FIELD_SEED, false } } },
+    [PROTO_GENERATE] = { .name = "GENERATE", .n_fields = 7, .fields = {
+        { FIELD_REQUEST_ID, true }, { FIELD_TEXT, false }, { FIELD_CHAT, false },
+        { FIELD_MAX_TOKENS, false }, { FIELD_TEMPERATURE, false }, { FIELD_SEED, false },
+        { FIELD_STOPS, false } } },
     [PROTO_CANCEL] = { .name = "CANCEL", .n_fields = 1, .fields = {
         { FIELD_REQUEST_ID, true } } },
-    [PROTO_OUTPUT] = { .name = "OUTPUT", .n_fields = 5, .fields = {
-        { FIELD_REQUEST_ID, true }, { FIELD_TEXT, false }, { FIELD_FINISH, false },
-        { FIELD_PROMPT_TOKENS, false }, { FIELD_COMPLETION_TOKENS, false } } },
+    [PROTO_OUTPUT] = { .name = "OUTPUT", .n_fields = 6, .fields = {
+        { FIELD_REQUEST_ID, true }, { FIELD_TEXT, false }, { FIELD_TOOL_CALLS, false },
+        { FIELD_FINISH, false }, { FIELD_PROMPT_TOKENS, false },
+        { FIELD_COMPLETION_TOKENS, false } } },
     [PROTO_ERROR] = { .name = "ERROR", .n_fields = 3, .fields = {
         { FIELD_REQUEST_ID, true }, { FIELD_STATUS, true }, { FIELD_TEXT, false } } },
     [PROTO_SUBMIT] = { .name = "SUBMIT", .n_fields = 6, .fields = {
@@ -177,6 +185,13 @@ proto_msg_reset (proto_msg_t *msg)
     if (!msg)
         return;
     free (msg->text);
+    free (msg->chat);
+    free (msg->tool_calls);
+    if (msg->stops) {
+        for (uint32_t index = 0; index < msg->n_stops; index++)
+            free (msg->stops [index]);
+        free (msg->stops);
+    }
     free (msg->tokens);
     free (msg->stop_tokens);
     if (msg->seqs) {
@@ -203,24 +218,67 @@ proto_finish_name (proto_finish_t finish)
             return "stop";
         case PROTO_FINISH_LENGTH:
             return "length";
+        case PROTO_FINISH_TOOL_CALLS:
+            return "tool_calls";
         default:
             return NULL;
     }
 }
 
-int
-proto_msg_set_text (proto_msg_t *msg, const char *text)
+//  Replace *field with a heap copy of text (or NULL).
+static int
+s_set_string (char **field, const char *text)
 {
-    if (!msg)
-        return -1;
     char *copy = NULL;
     if (text) {
         copy = strdup (text);
         if (!copy)
             return -1;
     }
-    free (msg->text);
-    msg->text = copy;
+    free (*field);
+    *field = copy;
+    return 0;
+}
+
+int
+proto_msg_set_text (proto_msg_t *msg, const char *text)
+{
+    return msg ? s_set_string (&msg->text, text) : -1;
+}
+
+int
+proto_msg_set_chat (proto_msg_t *msg, const char *chat)
+{
+    return msg ? s_set_string (&msg->chat, chat) : -1;
+}
+
+int
+proto_msg_set_tool_calls (proto_msg_t *msg, const char *tool_calls)
+{
+    return msg ? s_set_string (&msg->tool_calls, tool_calls) : -1;
+}
+
+int
+proto_msg_set_stops (proto_msg_t *msg, const char *const *stops, uint32_t n_stops)
+{
+    if (!msg || (n_stops > 0 && !stops))
+        return -1;
+    char **copies = n_stops ? (char **) calloc (n_stops, sizeof (char *)) : NULL;
+    if (n_stops && !copies)
+        return -1;
+    for (uint32_t index = 0; index < n_stops; index++) {
+        if (s_set_string (&copies [index], stops [index]) != 0 || !copies [index]) {
+            for (uint32_t undo = 0; undo <= index; undo++)
+                free (copies [undo]);
+            free (copies);
+            return -1;
+        }
+    }
+    for (uint32_t index = 0; index < msg->n_stops; index++)
+        free (msg->stops [index]);
+    free (msg->stops);
+    msg->stops = copies;
+    msg->n_stops = n_stops;
     return 0;
 }
 
@@ -300,6 +358,26 @@ s_pack_text (msgpack_packer *packer, const char *text)
     return msgpack_pack_str_body (packer, text, length);
 }
 
+//  Text that may be absent: nil when NULL.
+static int
+s_pack_optional_text (msgpack_packer *packer, const char *text)
+{
+    return text ? s_pack_text (packer, text) : msgpack_pack_nil (packer);
+}
+
+static int
+s_pack_stops (msgpack_packer *packer, char *const *stops, uint32_t n_stops)
+{
+    if (n_stops > PROTO_MAX_STOPS || (n_stops > 0 && !stops))
+        return -1;
+    if (msgpack_pack_array (packer, n_stops) != 0)
+        return -1;
+    for (uint32_t index = 0; index < n_stops; index++)
+        if (!stops [index] || s_pack_text (packer, stops [index]) != 0)
+            return -1;
+    return 0;
+}
+
 static int
 s_pack_step_seqs (msgpack_packer *packer, const proto_step_seq_t *seqs, uint32_t n_seqs)
 {
@@ -363,7 +441,7 @@ s_pack_field (msgpack_packer *packer, const proto_msg_t *msg, s_field_t field)
         case FIELD_SEED:
             return msgpack_pack_uint64 (packer, msg->seed);
         case FIELD_FINISH:
-            if ((unsigned) msg->finish > PROTO_FINISH_LENGTH)
+            if ((unsigned) msg->finish > PROTO_FINISH_TOOL_CALLS)
                 return -1;
             return msgpack_pack_uint32 (packer, (uint32_t) msg->finish);
         case FIELD_PROMPT_TOKENS:
@@ -398,6 +476,12 @@ s_pack_field (msgpack_packer *packer, const proto_msg_t *msg, s_field_t field)
             return msgpack_pack_uint32 (packer, msg->running);
         case FIELD_WAITING:
             return msgpack_pack_uint32 (packer, msg->waiting);
+        case FIELD_CHAT:
+            return s_pack_optional_text (packer, msg->chat);
+        case FIELD_TOOL_CALLS:
+            return s_pack_optional_text (packer, msg->tool_calls);
+        case FIELD_STOPS:
+            return s_pack_stops (packer, msg->stops, msg->n_stops);
         default:
             return -1;
     }
@@ -1113,11 +1197,49 @@ s_read_finish (s_reader_t *reader, proto_finish_t *finish)
     uint32_t value;
     if (s_read_uint32 (reader, &value) != 0)
         return -1;
-    if (value > PROTO_FINISH_LENGTH) {
-        s_fail (reader, "%" PRIu32 " is not a finish reason (0, 1 or 2)", value);
+    if (value > PROTO_FINISH_TOOL_CALLS) {
+        s_fail (reader, "%" PRIu32 " is not a finish reason (0 to 3)", value);
         return -1;
     }
     *finish = (proto_finish_t) value;
+    return 0;
+}
+
+//  Text that may be absent (nil): *text stays NULL then.
+static int
+s_read_optional_text (s_reader_t *reader, char **text)
+{
+    uint8_t byte;
+    if (s_peek (reader, &byte) != 0)
+        return -1;
+    if (byte == 0xc0) {
+        reader->offset++;
+        return 0;
+    }
+    return s_read_text (reader, text);
+}
+
+//  Stop strings: an array of at most PROTO_MAX_STOPS texts.
+static int
+s_read_stops (s_reader_t *reader, proto_msg_t *msg)
+{
+    uint32_t count;
+    if (s_read_array_header (reader, PROTO_MAX_STOPS, &count) != 0)
+        return -1;
+    if (count == 0)
+        return 0;
+    msg->stops = (char **) calloc (count, sizeof (char *));
+    if (!msg->stops) {
+        s_fail (reader, "out of memory");
+        return -1;
+    }
+    msg->n_stops = count;
+    for (uint32_t index = 0; index < count; index++) {
+        reader->index = index;
+        if (s_read_text (reader, &msg->stops [index]) != 0)
+            return -1;
+    }
+    reader->index = -1;
     return 0;
 }
 
@@ -1130,6 +1252,12 @@ s_read_field (s_reader_t *reader, proto_msg_t *msg, s_field_t field)
             return s_read_uint64 (reader, &msg->request_id);
         case FIELD_TEXT:
             return s_read_text (reader, &msg->text);
+        case FIELD_CHAT:
+            return s_read_optional_text (reader, &msg->chat);
+        case FIELD_TOOL_CALLS:
+            return s_read_optional_text (reader, &msg->tool_calls);
+        case FIELD_STOPS:
+            return s_read_stops (reader, msg);
         case FIELD_MAX_TOKENS:
             return s_read_uint32 (reader, &msg->max_tokens);
         case FIELD_TEMPERATURE:

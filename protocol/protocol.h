@@ -46,6 +46,7 @@
 #define PROTO_MAX_STRING_BYTES  (32u * 1024 * 1024)
 #define PROTO_MAX_TOKENS        (1u << 20)      //  ids in one token array
 #define PROTO_MAX_STEP_SEQS     4096            //  sequences in one STEP / STEP_RESULT
+#define PROTO_MAX_STOPS         16              //  stop strings in one GENERATE
 
 typedef enum {
     PROTO_GENERATE = 1,     //  frontend -> tokenizer: a new request (text prompt)
@@ -69,7 +70,8 @@ typedef enum {
 typedef enum {
     PROTO_FINISH_NONE = 0,  //  not finished: more is coming
     PROTO_FINISH_STOP = 1,  //  an end-of-sequence or stop token
-    PROTO_FINISH_LENGTH = 2 //  max_tokens or the context length was reached
+    PROTO_FINISH_LENGTH = 2,//  max_tokens or the context length was reached
+    PROTO_FINISH_TOOL_CALLS = 3 //  the model called tools (OUTPUT only)
 } proto_finish_t;
 
 //  One sequence in a STEP: run `n_tokens` new tokens at positions pos .. pos+n_tokens-1
@@ -95,10 +97,14 @@ typedef struct {
 
 //  A message. Which fields a kind uses (others stay zero / NULL and are not encoded):
 //
-//  GENERATE     request_id, text (the prompt), max_tokens, temperature, seed
+//  GENERATE     request_id, text (the prompt) or chat (a chat request as JSON: the
+//               object {"messages", "tools", "tool_choice", ...} of OpenAI's request,
+//               validated by the frontend), max_tokens, temperature, seed,
+//               stops/n_stops (stop strings)
 //  CANCEL       request_id
-//  OUTPUT       request_id, text (new text, may be empty), finish, prompt_tokens,
-//               completion_tokens (totals so far)
+//  OUTPUT       request_id, text (new text, may be empty), tool_calls (NULL, or new
+//               tool-call deltas as a JSON array in OpenAI's streaming shape), finish,
+//               prompt_tokens, completion_tokens (totals so far)
 //  ERROR        request_id, status (an HTTP status: 400, 503, ...), text (message)
 //  SUBMIT       request_id, tokens/n_tokens (prompt ids), max_tokens, temperature, seed,
 //               stop_tokens/n_stop_tokens (ids that end the request, e.g. EOS)
@@ -116,6 +122,10 @@ typedef struct {
     proto_kind_t kind;
     uint64_t request_id;
     char *text;                 //  NUL-terminated, heap; may hold any bytes but NUL
+    char *chat;                 //  JSON text, heap, or NULL
+    char **stops;               //  n_stops heap strings, in a heap array
+    uint32_t n_stops;
+    char *tool_calls;           //  JSON text, heap, or NULL
     uint32_t max_tokens;
     float temperature;
     uint64_t seed;
@@ -152,11 +162,12 @@ void
 const char *
     proto_kind_name (proto_kind_t kind);
 
-//  Name of a finish reason as OpenAI spells it: NULL, "stop", "length".
+//  Name of a finish reason as OpenAI spells it: NULL, "stop", "length", "tool_calls".
 const char *
     proto_finish_name (proto_finish_t finish);
 
-//  Setters that copy: replace msg->text / msg->tokens / msg->stop_tokens with a copy.
+//  Setters that copy: replace msg->text / tokens / stop_tokens / chat / tool_calls /
+//  stops with a copy.
 //  Return 0, or -1 when out of memory.
 int
     proto_msg_set_text (proto_msg_t *msg, const char *text);
@@ -164,6 +175,12 @@ int
     proto_msg_set_tokens (proto_msg_t *msg, const uint32_t *tokens, uint32_t n_tokens);
 int
     proto_msg_set_stop_tokens (proto_msg_t *msg, const uint32_t *tokens, uint32_t n_tokens);
+int
+    proto_msg_set_chat (proto_msg_t *msg, const char *chat);
+int
+    proto_msg_set_tool_calls (proto_msg_t *msg, const char *tool_calls);
+int
+    proto_msg_set_stops (proto_msg_t *msg, const char *const *stops, uint32_t n_stops);
 
 //  Encode msg into a new zframe. Returns NULL for a message that a decoder would refuse:
 //  an invalid kind, text or arrays over the limits, a NULL array with a non-zero count,

@@ -1016,3 +1016,10 @@ vocab_tokenize (const vocab_t *self, const char *text, size_t len, bool add_bos,
 {
     return s_tokenize (self, text, len, add_bos, false, ids, max_ids, err, err_size);
 }
+
+int64_t
+vocab_tokenize_special (const vocab_t *self, const char *text, size_t len, bool add_bos,
+                        uint32_t *ids, size_t max_ids, char *err, size_t err_size)
+{
+    return s_tokenize (self, text, len, add_bos, true, ids, max_ids, err, err_size);
+}

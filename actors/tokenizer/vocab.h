@@ -51,6 +51,15 @@ int64_t
     vocab_tokenize (const vocab_t *self, const char *text, size_t len, bool add_bos,
                     uint32_t *ids, size_t max_ids, char *err, size_t err_size);
 
+//  The same, with special tokens recognised: the text of a control or user-defined
+//  token written in text (a rendered chat prompt's "<|user|>", "<|end|>") becomes that
+//  token, and the text after it is tokenized as llama.cpp does (for SPM, with the leading
+//  space of a new segment). This is how chat prompts and completion prompts are
+//  tokenized, as llama.cpp and vLLM do.
+int64_t
+    vocab_tokenize_special (const vocab_t *self, const char *text, size_t len, bool add_bos,
+                            uint32_t *ids, size_t max_ids, char *err, size_t err_size);
+
 //  The bytes token id stands for in output text (see above). Returns the number of bytes
 //  (which may be more than cap: then only cap were written), or -1 if id is out of range.
 int

@@ -122,6 +122,17 @@ s_assert_msg_equal (const proto_msg_t *a, const proto_msg_t *b)
     assert_int_equal (a->workers, b->workers);
     assert_int_equal (a->running, b->running);
     assert_int_equal (a->waiting, b->waiting);
+    if (a->chat == NULL || b->chat == NULL)
+        assert_true (a->chat == b->chat);
+    else
+        assert_string_equal (a->chat, b->chat);
+    if (a->tool_calls == NULL || b->tool_calls == NULL)
+        assert_true (a->tool_calls == b->tool_calls);
+    else
+        assert_string_equal (a->tool_calls, b->tool_calls);
+    assert_int_equal (a->n_stops, b->n_stops);
+    for (uint32_t index = 0; index < a->n_stops; index++)
+        assert_string_equal (a->stops [index], b->stops [index]);
 }
 
 //  msgpack-c's own parser must read the frame as one complete value [kind, {map}].
@@ -256,13 +267,20 @@ s_fill_sample (proto_msg_t *msg, proto_kind_t kind, int variant)
     uint32_t n_tokens = variant == 2 ? 0 : (uint32_t) n_some;
 
     switch (kind) {
-        case PROTO_GENERATE:
+        case PROTO_GENERATE: {
             msg->request_id = u64;
             assert_int_equal (proto_msg_set_text (msg, text), 0);
+            if (variant != 2)
+                assert_int_equal (proto_msg_set_chat (msg, variant == 0
+                    ? "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}"
+                    : s_utf8_text), 0);
             msg->max_tokens = u32;
             msg->temperature = real;
             msg->seed = u64 ^ 0x5555;
+            const char *stops [3] = { "\n\n", s_utf8_text, "" };
+            assert_int_equal (proto_msg_set_stops (msg, stops, variant == 2 ? 0 : 3), 0);
             break;
+        }
         case PROTO_CANCEL:
             msg->request_id = u64;
             break;
@@ -270,7 +288,11 @@ s_fill_sample (proto_msg_t *msg, proto_kind_t kind, int variant)
             msg->request_id = u64;
             assert_int_equal (proto_msg_set_text (msg, text), 0);
             msg->finish = variant == 0 ? PROTO_FINISH_STOP
-                        : variant == 1 ? PROTO_FINISH_LENGTH : PROTO_FINISH_NONE;
+                        : variant == 1 ? PROTO_FINISH_TOOL_CALLS : PROTO_FINISH_NONE;
+            if (variant == 1)
+                assert_int_equal (proto_msg_set_tool_calls (msg, "[{\"index\":0,\"id\":"
+                    "\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"f\","
+                    "\"arguments\":\"{}\"}}]"), 0);
             msg->prompt_tokens = u32;
             msg->completion_tokens = u32 / 3;
             break;
@@ -641,7 +663,7 @@ test_encode_refuses (void **state)
     msg.n_tokens = PROTO_MAX_TOKENS + 1;                //  over the limit
     assert_null (proto_encode (&msg));
     msg.n_tokens = 4;
-    msg.finish = (proto_finish_t) 3;                    //  no such reason
+    msg.finish = (proto_finish_t) 4;                    //  no such reason
     assert_null (proto_encode (&msg));
     msg.finish = PROTO_FINISH_LENGTH;
     zframe_t *frame = proto_encode (&msg);
@@ -1049,9 +1071,9 @@ test_field_type_errors (void **state)
     s_writer_key (&writer, "request_id");
     msgpack_pack_uint64 (&writer.packer, 1);
     s_writer_key (&writer, "finish");
-    msgpack_pack_uint32 (&writer.packer, 3);
+    msgpack_pack_uint32 (&writer.packer, 4);
     s_writer_expect_error (&writer,
-        "OUTPUT: field 'finish': 3 is not a finish reason");
+        "OUTPUT: field 'finish': 4 is not a finish reason");
 
     s_writer_start (&writer, PROTO_OUTPUT, 2);
     s_writer_key (&writer, "request_id");
