@@ -13,4 +13,13 @@ int
 int
     cmd_worker (int argc, char **argv);
 
+//  zllm render-chat (--template FILE | --model GGUF) --request REQ.json: the prompt the
+//  server would build for that chat request.
+int
+    cmd_render_chat (int argc, char **argv);
+
+//  zllm tokenize --model GGUF [--special] [--no-bos] (TEXT | --file F): the token ids.
+int
+    cmd_tokenize (int argc, char **argv);
+
 #endif

@@ -21,6 +21,8 @@ s_usage (FILE *out)
         "                      one process; devices may also join from other hosts)\n"
         "  worker MODEL.gguf   run one device worker for a scheduler elsewhere\n"
         "                      (zllm serve --worker-listen)\n"
+        "  render-chat         print the prompt a chat template builds for a request\n"
+        "  tokenize            print the token ids of a text\n"
         "\n"
         "options:\n"
         "  -h, --help          show this help; `zllm COMMAND --help` shows a command's\n"
@@ -39,6 +41,10 @@ main (int argc, char **argv)
         return cmd_serve (argc - 1, argv + 1);
     if (strcmp (command, "worker") == 0)
         return cmd_worker (argc - 1, argv + 1);
+    if (strcmp (command, "render-chat") == 0)
+        return cmd_render_chat (argc - 1, argv + 1);
+    if (strcmp (command, "tokenize") == 0)
+        return cmd_tokenize (argc - 1, argv + 1);
     if (strcmp (command, "-h") == 0 || strcmp (command, "--help") == 0) {
         s_usage (stdout);
         return 0;
