@@ -22,4 +22,9 @@ int
 int
     cmd_tokenize (int argc, char **argv);
 
+//  zllm mkmodel --shape NAME --vocab VOCAB.gguf --type TYPE -o OUT.gguf: a random-weight
+//  model of a real shape, for benchmarks.
+int
+    cmd_mkmodel (int argc, char **argv);
+
 #endif

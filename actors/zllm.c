@@ -23,6 +23,7 @@ s_usage (FILE *out)
         "                      (zllm serve --worker-listen)\n"
         "  render-chat         print the prompt a chat template builds for a request\n"
         "  tokenize            print the token ids of a text\n"
+        "  mkmodel             write a random-weight GGUF of a real model's shape\n"
         "\n"
         "options:\n"
         "  -h, --help          show this help; `zllm COMMAND --help` shows a command's\n"
@@ -45,6 +46,8 @@ main (int argc, char **argv)
         return cmd_render_chat (argc - 1, argv + 1);
     if (strcmp (command, "tokenize") == 0)
         return cmd_tokenize (argc - 1, argv + 1);
+    if (strcmp (command, "mkmodel") == 0)
+        return cmd_mkmodel (argc - 1, argv + 1);
     if (strcmp (command, "-h") == 0 || strcmp (command, "--help") == 0) {
         s_usage (stdout);
         return 0;
