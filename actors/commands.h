@@ -22,6 +22,10 @@ int
 int
     cmd_tokenize (int argc, char **argv);
 
+//  zllm generate MODEL.gguf --prompt TEXT [-n N]: the engine alone, with its speed.
+int
+    cmd_generate (int argc, char **argv);
+
 //  zllm mkmodel --shape NAME --vocab VOCAB.gguf --type TYPE -o OUT.gguf: a random-weight
 //  model of a real shape, for benchmarks.
 int

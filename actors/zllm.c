@@ -21,6 +21,7 @@ s_usage (FILE *out)
         "                      one process; devices may also join from other hosts)\n"
         "  worker MODEL.gguf   run one device worker for a scheduler elsewhere\n"
         "                      (zllm serve --worker-listen)\n"
+        "  generate MODEL.gguf run the model directly on a prompt, with its speed\n"
         "  render-chat         print the prompt a chat template builds for a request\n"
         "  tokenize            print the token ids of a text\n"
         "  mkmodel             write a random-weight GGUF of a real model's shape\n"
@@ -46,6 +47,8 @@ main (int argc, char **argv)
         return cmd_render_chat (argc - 1, argv + 1);
     if (strcmp (command, "tokenize") == 0)
         return cmd_tokenize (argc - 1, argv + 1);
+    if (strcmp (command, "generate") == 0)
+        return cmd_generate (argc - 1, argv + 1);
     if (strcmp (command, "mkmodel") == 0)
         return cmd_mkmodel (argc - 1, argv + 1);
     if (strcmp (command, "-h") == 0 || strcmp (command, "--help") == 0) {
