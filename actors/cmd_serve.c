@@ -37,6 +37,9 @@ typedef struct {
     uint16_t port;
     const char *chat_template_path;
     const char *served_model_name;
+    bool enable_auto_tool_choice;
+    const char *tool_call_parser;
+    const char *response_role;
     char *devices [MAX_DEVICES];
     size_t n_devices;
     const char *worker_listen;
@@ -63,8 +66,12 @@ s_usage (FILE *out)
         "  --served-model-name NAME    the model id clients send and /v1/models lists\n"
         "                              (default: the file name without .gguf)\n"
         "  --chat-template FILE        a Jinja2 chat template that replaces the model's own\n"
-        "                              (read and checked now; used by /v1/chat/completions,\n"
-        "                              which this version does not serve yet)\n"
+        "                              (tokenizer.chat_template in the GGUF)\n"
+        "  --enable-auto-tool-choice   let chat requests with tools get tool calls parsed\n"
+        "                              from the output (needs --tool-call-parser)\n"
+        "  --tool-call-parser NAME     how the model writes tool calls: llama3_json or hermes\n"
+        "  --response-role ROLE        the role of generated chat messages (default\n"
+        "                              assistant)\n"
         "  --devices LIST              devices to run workers on, comma-separated KIND:INDEX\n"
         "                              (default cpu:0), or 'none' when every worker joins\n"
         "                              from another process through --worker-listen\n"
@@ -124,7 +131,8 @@ s_parse_options (serve_options_t *options, int argc, char **argv)
 {
     enum {
         OPT_HOST = 256, OPT_PORT, OPT_NAME, OPT_TEMPLATE, OPT_DEVICES, OPT_WORKER_LISTEN,
-        OPT_MAX_MODEL_LEN, OPT_MAX_NUM_SEQS, OPT_MAX_BODY, OPT_SHUTDOWN, OPT_LOG_LEVEL
+        OPT_MAX_MODEL_LEN, OPT_MAX_NUM_SEQS, OPT_MAX_BODY, OPT_SHUTDOWN, OPT_LOG_LEVEL,
+        OPT_AUTO_TOOL_CHOICE, OPT_TOOL_CALL_PARSER, OPT_RESPONSE_ROLE
     };
     static const struct option long_options [] = {
         { "host", required_argument, NULL, OPT_HOST },
@@ -138,6 +146,9 @@ s_parse_options (serve_options_t *options, int argc, char **argv)
         { "max-body-size", required_argument, NULL, OPT_MAX_BODY },
         { "shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN },
         { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+        { "enable-auto-tool-choice", no_argument, NULL, OPT_AUTO_TOOL_CHOICE },
+        { "tool-call-parser", required_argument, NULL, OPT_TOOL_CALL_PARSER },
+        { "response-role", required_argument, NULL, OPT_RESPONSE_ROLE },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -204,6 +215,24 @@ s_parse_options (serve_options_t *options, int argc, char **argv)
                 if (cli_set_log_level (optarg))
                     return -1;
                 break;
+            case OPT_AUTO_TOOL_CHOICE:
+                options->enable_auto_tool_choice = true;
+                break;
+            case OPT_TOOL_CALL_PARSER:
+                if (strcmp (optarg, "llama3_json") != 0 && strcmp (optarg, "hermes") != 0) {
+                    fprintf (stderr, "zllm: --tool-call-parser: '%s' is not one of "
+                             "llama3_json, hermes\n", optarg);
+                    return -1;
+                }
+                options->tool_call_parser = optarg;
+                break;
+            case OPT_RESPONSE_ROLE:
+                if (!optarg [0] || strlen (optarg) > 64) {
+                    fprintf (stderr, "zllm: --response-role: 1 to 64 characters\n");
+                    return -1;
+                }
+                options->response_role = optarg;
+                break;
             case 'h':
                 s_usage (stdout);
                 return 1;
@@ -219,6 +248,11 @@ s_parse_options (serve_options_t *options, int argc, char **argv)
         return -1;
     }
     options->model_path = argv [optind];
+    if (options->enable_auto_tool_choice != (options->tool_call_parser != NULL)) {
+        fprintf (stderr, "zllm serve: --enable-auto-tool-choice and --tool-call-parser go "
+                 "together\n");
+        return -1;
+    }
     if (options->n_devices == 0 && !options->worker_listen) {
         fprintf (stderr, "zllm serve: with --devices none, give --worker-listen so that "
                  "workers can join\n");
@@ -242,29 +276,31 @@ s_parse_options (serve_options_t *options, int argc, char **argv)
     return 0;
 }
 
-//  Read and check the chat template file. It is used once chat completions exist.
-static int
-s_check_chat_template (const char *path)
+//  Read the chat template file (at most 1 MiB). Returns a heap string, or NULL after
+//  saying why.
+static char *
+s_read_chat_template (const char *path)
 {
     FILE *file = fopen (path, "rb");
     if (!file) {
         fprintf (stderr, "zllm: --chat-template: cannot open %s: %s\n", path,
                  strerror (errno));
-        return -1;
+        return NULL;
     }
     char *text = (char *) malloc (MAX_CHAT_TEMPLATE_BYTES + 1);
     size_t size = text ? fread (text, 1, MAX_CHAT_TEMPLATE_BYTES + 1, file) : 0;
     int failed = ferror (file);
     fclose (file);
-    free (text);
-    if (!text || failed || size == 0 || size > MAX_CHAT_TEMPLATE_BYTES) {
+    if (!text || failed || size == 0 || size > MAX_CHAT_TEMPLATE_BYTES
+    ||  memchr (text, 0, size)) {
         fprintf (stderr, "zllm: --chat-template: %s is %s\n", path,
-                 size == 0 ? "empty or unreadable" : "larger than 1 MiB");
-        return -1;
+                 size == 0 ? "empty or unreadable"
+               : size > MAX_CHAT_TEMPLATE_BYTES ? "larger than 1 MiB" : "not text");
+        free (text);
+        return NULL;
     }
-    zlog (ZLOG_INFO, "serve", 0, "chat template %s: %zu bytes (for /v1/chat/completions, "
-          "not served by this version yet)", path, size);
-    return 0;
+    text [size] = 0;
+    return text;
 }
 
 //  What the server needs from the model before any actor starts: is it readable, what
@@ -304,8 +340,12 @@ s_run (serve_options_t *options)
     uint64_t fingerprint;
     if (s_read_model (options, &n_ctx, &fingerprint) != 0)
         return 1;
-    if (options->chat_template_path && s_check_chat_template (options->chat_template_path))
-        return 1;
+    char *chat_template = NULL;
+    if (options->chat_template_path) {
+        chat_template = s_read_chat_template (options->chat_template_path);
+        if (!chat_template)
+            return 1;
+    }
 
     //  inproc endpoints are unique per process; the pid keeps logs readable.
     char scheduler_inbox [64], scheduler_workers [64], status [64], tokenizer_inbox [64];
@@ -345,7 +385,8 @@ s_run (serve_options_t *options)
 
     tokenizer_args_t tokenizer_args = {
         .model_path = options->model_path, .inbox_endpoint = tokenizer_inbox,
-        .scheduler_endpoint = scheduler_inbox
+        .scheduler_endpoint = scheduler_inbox, .chat_template = chat_template,
+        .tool_call_parser = options->tool_call_parser
     };
     if (supervisor_start (supervisor, "tokenizer", tokenizer_actor, &tokenizer_args,
                           tokenizer_args.error, message, sizeof message))
@@ -355,7 +396,9 @@ s_run (serve_options_t *options)
         .host = options->host, .port = options->port,
         .tokenizer_endpoint = tokenizer_inbox, .status_endpoint = status,
         .model_name = options->model_name, .n_ctx = n_ctx,
-        .max_body_bytes = options->max_body_bytes
+        .max_body_bytes = options->max_body_bytes,
+        .enable_auto_tool_choice = options->enable_auto_tool_choice,
+        .response_role = options->response_role
     };
     if (supervisor_start (supervisor, "frontend", frontend_actor, &frontend_args,
                           frontend_args.error, message, sizeof message))
@@ -410,12 +453,14 @@ s_run (serve_options_t *options)
         }
     }
     supervisor_destroy (&supervisor);
+    free (chat_template);
     zlog (ZLOG_INFO, "serve", 0, "stopped");
     return exit_status;
 
 done:
     fprintf (stderr, "zllm: %s\n", message);
     supervisor_destroy (&supervisor);
+    free (chat_template);
     return exit_status;
 }
 

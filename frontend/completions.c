@@ -2,8 +2,8 @@
 
     Validation follows what OpenAI answers where it matters to clients: a 400 with the
     offending parameter in "param", a 404 with code "model_not_found" for a model we do
-    not serve. What this server cannot do yet (array prompts, streaming, n > 1) is
-    refused with a 400 that says so, never silently ignored. See completions.h.
+    not serve. What this server cannot do yet (array prompts, n > 1) is refused with a
+    400 that says so, never silently ignored. See completions.h.
 */
 #include "completions.h"
 
@@ -111,9 +111,8 @@ utf8_sanitize (const char *text, size_t size, size_t *out_size)
     return clean;
 }
 
-//  A JSON string from any bytes (sanitized), or NULL when out of memory.
-static json_t *
-s_json_text (const char *text, size_t size)
+json_t *
+api_json_string (const char *text, size_t size)
 {
     size_t clean_size;
     char *clean = utf8_sanitize (text? text: "", text? size: 0, &clean_size);
@@ -130,7 +129,7 @@ s_json_text_or_null (const char *text)
 {
     if (!text || !*text)
         return json_null ();
-    return s_json_text (text, strlen (text));
+    return api_json_string (text, strlen (text));
 }
 
 //  Serialize and release root; NULL when root is NULL or out of memory.
@@ -151,8 +150,27 @@ s_dump (json_t *root)
 //  Each s_parse_ helper returns 0, or -1 with error filled. A member that is absent or
 //  null leaves the default in place.
 
-static int
-s_parse_model (json_t *root, const char *model_name, api_error_t *error)
+json_t *
+request_body_load (const char *body, size_t size, api_error_t *error)
+{
+    json_error_t json_error;
+    json_t *root = json_loadb (body? body: "", body? size: 0, JSON_DECODE_ANY, &json_error);
+    if (!root) {
+        api_error_set (error, 400, NULL, NULL,
+                       "the request body is not valid JSON: %s (line %d, column %d)",
+                       json_error.text, json_error.line, json_error.column);
+        return NULL;
+    }
+    if (!json_is_object (root)) {
+        api_error_set (error, 400, NULL, NULL, "the request body must be a JSON object");
+        json_decref (root);
+        return NULL;
+    }
+    return root;
+}
+
+int
+request_model_check (json_t *root, const char *model_name, api_error_t *error)
 {
     json_t *model = json_object_get (root, "model");
     if (!model || json_is_null (model)) {
@@ -173,6 +191,200 @@ s_parse_model (json_t *root, const char *model_name, api_error_t *error)
         return -1;
     }
     return 0;
+}
+
+int
+request_max_tokens_parse (json_t *root, const char *name, uint32_t *value,
+                          api_error_t *error)
+{
+    json_t *member = json_object_get (root, name);
+    if (!member || json_is_null (member))
+        return 0;
+    if (!json_is_integer (member)) {
+        api_error_set (error, 400, name, NULL, "'%s' must be an integer or null", name);
+        return -1;
+    }
+    json_int_t number = json_integer_value (member);
+    if (number < 1) {
+        api_error_set (error, 400, name, NULL,
+                       "'%s' must be at least 1, got %" JSON_INTEGER_FORMAT, name, number);
+        return -1;
+    }
+    if (number > (json_int_t) UINT32_MAX) {
+        api_error_set (error, 400, name, NULL,
+                       "'%s' is too large: %" JSON_INTEGER_FORMAT, name, number);
+        return -1;
+    }
+    *value = (uint32_t) number;
+    return 0;
+}
+
+static int
+s_parse_temperature (json_t *root, generation_options_t *options, api_error_t *error)
+{
+    json_t *temperature = json_object_get (root, "temperature");
+    if (!temperature || json_is_null (temperature))
+        return 0;
+    if (!json_is_number (temperature)) {
+        api_error_set (error, 400, "temperature", NULL,
+                       "'temperature' must be a number or null");
+        return -1;
+    }
+    double value = json_number_value (temperature);
+    if (!(value >= 0 && value <= COMPLETION_MAX_TEMPERATURE)) {
+        api_error_set (error, 400, "temperature", NULL,
+                       "'temperature' must be between 0 and 2, got %g", value);
+        return -1;
+    }
+    options->temperature = (float) value;
+    return 0;
+}
+
+static int
+s_parse_seed (json_t *root, generation_options_t *options, api_error_t *error)
+{
+    json_t *seed = json_object_get (root, "seed");
+    if (!seed || json_is_null (seed))
+        return 0;
+    if (!json_is_integer (seed)) {
+        api_error_set (error, 400, "seed", NULL, "'seed' must be an integer or null");
+        return -1;
+    }
+    options->has_seed = true;
+    options->seed = (uint64_t) json_integer_value (seed);
+    return 0;
+}
+
+static int
+s_parse_n (json_t *root, api_error_t *error)
+{
+    json_t *n = json_object_get (root, "n");
+    if (!n || json_is_null (n))
+        return 0;
+    if (!json_is_integer (n)) {
+        api_error_set (error, 400, "n", NULL, "'n' must be an integer or null");
+        return -1;
+    }
+    if (json_integer_value (n) != 1) {
+        api_error_set (error, 400, "n", NULL, "only n=1 is supported for now, got %"
+                       JSON_INTEGER_FORMAT, json_integer_value (n));
+        return -1;
+    }
+    return 0;
+}
+
+//  Add one stop string to options (an empty one stops nothing and is left out).
+static int
+s_add_stop (generation_options_t *options, json_t *stop, api_error_t *error)
+{
+    if (json_string_length (stop) == 0)
+        return 0;
+    char *copy = strdup (json_string_value (stop));
+    if (!copy) {
+        api_error_set (error, 500, NULL, NULL, "out of memory");
+        return -1;
+    }
+    options->stops [options->n_stops++] = copy;
+    return 0;
+}
+
+static int
+s_parse_stop (json_t *root, generation_options_t *options, api_error_t *error)
+{
+    json_t *stop = json_object_get (root, "stop");
+    if (!stop || json_is_null (stop))
+        return 0;
+    if (!json_is_string (stop) && !json_is_array (stop)) {
+        api_error_set (error, 400, "stop", NULL,
+                       "'stop' must be a string, an array of strings or null");
+        return -1;
+    }
+    size_t count = json_is_string (stop)? 1: json_array_size (stop);
+    if (count > COMPLETION_MAX_STOPS) {
+        api_error_set (error, 400, "stop", NULL,
+                       "'stop' may hold at most %d strings, got %zu",
+                       COMPLETION_MAX_STOPS, count);
+        return -1;
+    }
+    for (size_t index = 0; json_is_array (stop) && index < count; index++)
+        if (!json_is_string (json_array_get (stop, index))) {
+            api_error_set (error, 400, "stop", NULL,
+                           "'stop' must be a string, an array of strings or null");
+            return -1;
+        }
+    if (count == 0)
+        return 0;
+    options->stops = (char **) calloc (count, sizeof (char *));
+    if (!options->stops) {
+        api_error_set (error, 500, NULL, NULL, "out of memory");
+        return -1;
+    }
+    if (json_is_string (stop))
+        return s_add_stop (options, stop, error);
+    for (size_t index = 0; index < count; index++)
+        if (s_add_stop (options, json_array_get (stop, index), error) != 0)
+            return -1;
+    return 0;
+}
+
+static int
+s_parse_stream (json_t *root, generation_options_t *options, api_error_t *error)
+{
+    json_t *stream = json_object_get (root, "stream");
+    if (stream && !json_is_null (stream)) {
+        if (!json_is_boolean (stream)) {
+            api_error_set (error, 400, "stream", NULL, "'stream' must be a boolean or null");
+            return -1;
+        }
+        options->stream = json_is_true (stream);
+    }
+    json_t *stream_options = json_object_get (root, "stream_options");
+    if (!stream_options || json_is_null (stream_options))
+        return 0;
+    if (!options->stream) {
+        api_error_set (error, 400, "stream_options", NULL,
+                       "The 'stream_options' parameter is only allowed when 'stream' "
+                       "is enabled.");
+        return -1;
+    }
+    if (!json_is_object (stream_options)) {
+        api_error_set (error, 400, "stream_options", NULL,
+                       "'stream_options' must be an object or null");
+        return -1;
+    }
+    json_t *include_usage = json_object_get (stream_options, "include_usage");
+    if (include_usage && !json_is_null (include_usage)) {
+        if (!json_is_boolean (include_usage)) {
+            api_error_set (error, 400, "stream_options.include_usage", NULL,
+                           "'stream_options.include_usage' must be a boolean or null");
+            return -1;
+        }
+        options->include_usage = json_is_true (include_usage);
+    }
+    return 0;
+}
+
+int
+generation_options_parse (json_t *root, generation_options_t *options, api_error_t *error)
+{
+    if (s_parse_temperature (root, options, error) != 0
+    ||  s_parse_seed (root, options, error) != 0
+    ||  s_parse_n (root, error) != 0
+    ||  s_parse_stop (root, options, error) != 0
+    ||  s_parse_stream (root, options, error) != 0)
+        return -1;
+    return 0;
+}
+
+void
+generation_options_reset (generation_options_t *options)
+{
+    if (options->stops) {
+        for (uint32_t index = 0; index < options->n_stops; index++)
+            free (options->stops [index]);
+        free (options->stops);
+    }
+    memset (options, 0, sizeof *options);
 }
 
 static int
@@ -200,140 +412,26 @@ s_parse_prompt (json_t *root, completion_request_t *request, api_error_t *error)
     return 0;
 }
 
-static int
-s_parse_max_tokens (json_t *root, completion_request_t *request, api_error_t *error)
-{
-    json_t *max_tokens = json_object_get (root, "max_tokens");
-    if (!max_tokens || json_is_null (max_tokens))
-        return 0;
-    if (!json_is_integer (max_tokens)) {
-        api_error_set (error, 400, "max_tokens", NULL,
-                       "'max_tokens' must be an integer or null");
-        return -1;
-    }
-    json_int_t value = json_integer_value (max_tokens);
-    if (value < 1) {
-        api_error_set (error, 400, "max_tokens", NULL,
-                       "'max_tokens' must be at least 1, got %" JSON_INTEGER_FORMAT, value);
-        return -1;
-    }
-    if (value > (json_int_t) UINT32_MAX) {
-        api_error_set (error, 400, "max_tokens", NULL,
-                       "'max_tokens' is too large: %" JSON_INTEGER_FORMAT, value);
-        return -1;
-    }
-    request->max_tokens = (uint32_t) value;
-    return 0;
-}
-
-static int
-s_parse_temperature (json_t *root, completion_request_t *request, api_error_t *error)
-{
-    json_t *temperature = json_object_get (root, "temperature");
-    if (!temperature || json_is_null (temperature))
-        return 0;
-    if (!json_is_number (temperature)) {
-        api_error_set (error, 400, "temperature", NULL,
-                       "'temperature' must be a number or null");
-        return -1;
-    }
-    double value = json_number_value (temperature);
-    if (!(value >= 0 && value <= COMPLETION_MAX_TEMPERATURE)) {
-        api_error_set (error, 400, "temperature", NULL,
-                       "'temperature' must be between 0 and 2, got %g", value);
-        return -1;
-    }
-    request->temperature = (float) value;
-    return 0;
-}
-
-static int
-s_parse_seed (json_t *root, completion_request_t *request, api_error_t *error)
-{
-    json_t *seed = json_object_get (root, "seed");
-    if (!seed || json_is_null (seed))
-        return 0;
-    if (!json_is_integer (seed)) {
-        api_error_set (error, 400, "seed", NULL, "'seed' must be an integer or null");
-        return -1;
-    }
-    request->has_seed = true;
-    request->seed = (uint64_t) json_integer_value (seed);
-    return 0;
-}
-
-static int
-s_parse_n (json_t *root, api_error_t *error)
-{
-    json_t *n = json_object_get (root, "n");
-    if (!n || json_is_null (n))
-        return 0;
-    if (!json_is_integer (n)) {
-        api_error_set (error, 400, "n", NULL, "'n' must be an integer or null");
-        return -1;
-    }
-    if (json_integer_value (n) != 1) {
-        api_error_set (error, 400, "n", NULL, "only n=1 is supported for now, got %"
-                       JSON_INTEGER_FORMAT, json_integer_value (n));
-        return -1;
-    }
-    return 0;
-}
-
-static int
-s_parse_stream (json_t *root, api_error_t *error)
-{
-    json_t *stream = json_object_get (root, "stream");
-    if (!stream || json_is_null (stream))
-        return 0;
-    if (!json_is_boolean (stream)) {
-        api_error_set (error, 400, "stream", NULL, "'stream' must be a boolean or null");
-        return -1;
-    }
-    if (json_is_true (stream)) {
-        api_error_set (error, 400, "stream", NULL,
-                       "streaming is not supported yet: leave 'stream' out or set it to false");
-        return -1;
-    }
-    return 0;
-}
-
 int
 completion_request_parse (const char *body, size_t size, const char *model_name,
                           completion_request_t *request, api_error_t *error)
 {
     memset (request, 0, sizeof *request);
     memset (error, 0, sizeof *error);
-    request->max_tokens = COMPLETION_DEFAULT_MAX_TOKENS;
-    request->temperature = COMPLETION_DEFAULT_TEMPERATURE;
+    request->options.max_tokens = COMPLETION_DEFAULT_MAX_TOKENS;
+    request->options.temperature = COMPLETION_DEFAULT_TEMPERATURE;
 
-    json_error_t json_error;
-    json_t *root = json_loadb (body? body: "", body? size: 0, JSON_DECODE_ANY, &json_error);
-    if (!root) {
-        api_error_set (error, 400, NULL, NULL,
-                       "the request body is not valid JSON: %s (line %d, column %d)",
-                       json_error.text, json_error.line, json_error.column);
+    json_t *root = request_body_load (body, size, error);
+    if (!root)
         return -1;
-    }
-    int rc = 0;
-    if (!json_is_object (root)) {
-        api_error_set (error, 400, NULL, NULL, "the request body must be a JSON object");
-        rc = -1;
-    }
-    if (rc == 0)
-        rc = s_parse_model (root, model_name, error);
+    int rc = request_model_check (root, model_name, error);
     if (rc == 0)
         rc = s_parse_prompt (root, request, error);
     if (rc == 0)
-        rc = s_parse_max_tokens (root, request, error);
+        rc = request_max_tokens_parse (root, "max_tokens", &request->options.max_tokens,
+                                       error);
     if (rc == 0)
-        rc = s_parse_temperature (root, request, error);
-    if (rc == 0)
-        rc = s_parse_seed (root, request, error);
-    if (rc == 0)
-        rc = s_parse_n (root, error);
-    if (rc == 0)
-        rc = s_parse_stream (root, error);
+        rc = generation_options_parse (root, &request->options, error);
     json_decref (root);
     if (rc != 0)
         completion_request_reset (request);
@@ -344,6 +442,7 @@ void
 completion_request_reset (completion_request_t *request)
 {
     free (request->prompt);
+    generation_options_reset (&request->options);
     memset (request, 0, sizeof *request);
 }
 
@@ -364,7 +463,7 @@ completion_response_json (const char *id, int64_t created, const char *model,
 {
     json_t *choice = json_pack ("{s:i, s:o, s:n, s:o}",
                                 "index", 0,
-                                "text", s_json_text (text, text_size),
+                                "text", api_json_string (text, text_size),
                                 "logprobs",
                                 "finish_reason", s_json_text_or_null (finish_reason));
     json_t *usage = json_pack ("{s:I, s:I, s:I}",
@@ -378,12 +477,53 @@ completion_response_json (const char *id, int64_t created, const char *model,
         return NULL;
     }
     json_t *root = json_pack ("{s:o, s:s, s:I, s:o, s:[o], s:o}",
-                              "id", s_json_text (id, strlen (id)),
+                              "id", api_json_string (id, strlen (id)),
                               "object", "text_completion",
                               "created", (json_int_t) created,
-                              "model", s_json_text (model, strlen (model)),
+                              "model", api_json_string (model, strlen (model)),
                               "choices", choice,
                               "usage", usage);
+    return s_dump (root);
+}
+
+char *
+completion_chunk_json (const char *id, int64_t created, const char *model,
+                       const char *text, size_t text_size, const char *finish_reason,
+                       bool include_usage)
+{
+    json_t *choice = json_pack ("{s:i, s:o, s:n, s:o}",
+                                "index", 0,
+                                "text", api_json_string (text, text_size),
+                                "logprobs",
+                                "finish_reason", s_json_text_or_null (finish_reason));
+    json_t *root = json_pack ("{s:o, s:s, s:I, s:o, s:[o]}",
+                              "id", api_json_string (id, strlen (id)),
+                              "object", "text_completion",
+                              "created", (json_int_t) created,
+                              "model", api_json_string (model, strlen (model)),
+                              "choices", choice);
+    if (root && include_usage && json_object_set_new (root, "usage", json_null ()) != 0) {
+        json_decref (root);
+        return NULL;
+    }
+    return s_dump (root);
+}
+
+char *
+usage_chunk_json (const char *id, const char *object, int64_t created, const char *model,
+                  uint32_t prompt_tokens, uint32_t completion_tokens)
+{
+    json_t *root = json_pack ("{s:o, s:s, s:I, s:o, s:[], s:{s:I, s:I, s:I}}",
+                              "id", api_json_string (id, strlen (id)),
+                              "object", object,
+                              "created", (json_int_t) created,
+                              "model", api_json_string (model, strlen (model)),
+                              "choices",
+                              "usage",
+                              "prompt_tokens", (json_int_t) prompt_tokens,
+                              "completion_tokens", (json_int_t) completion_tokens,
+                              "total_tokens",
+                              (json_int_t) prompt_tokens + (json_int_t) completion_tokens);
     return s_dump (root);
 }
 
@@ -393,7 +533,7 @@ models_list_json (const char *model, int64_t created, uint32_t n_ctx)
     json_t *root = json_pack ("{s:s, s:[{s:o, s:s, s:I, s:s, s:I}]}",
                               "object", "list",
                               "data",
-                              "id", s_json_text (model, strlen (model)),
+                              "id", api_json_string (model, strlen (model)),
                               "object", "model",
                               "created", (json_int_t) created,
                               "owned_by", "zllm",
@@ -444,7 +584,7 @@ api_error_json (int status, const char *message, const char *param, const char *
         message = "";
     json_t *root = json_pack ("{s:{s:o, s:s, s:o, s:o}}",
                               "error",
-                              "message", s_json_text (message, strlen (message)),
+                              "message", api_json_string (message, strlen (message)),
                               "type", api_error_type (status),
                               "param", s_json_text_or_null (param),
                               "code", s_json_text_or_null (code));

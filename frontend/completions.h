@@ -1,8 +1,14 @@
 /*  completions — OpenAI JSON in and out for the frontend, as pure functions (no I/O).
 
     Parses and validates a POST /v1/completions body into a completion_request_t, and
-    builds the JSON bodies the frontend answers with: the completion, the model list and
-    OpenAI error bodies {"error":{"message","type","param","code"}}.
+    builds the JSON bodies the frontend answers with: the completion (whole, or as
+    streamed chunks), the model list and OpenAI error bodies
+    {"error":{"message","type","param","code"}}.
+
+    It also holds what every generation endpoint shares, which chat.c uses too: loading
+    the body, checking "model", "max_tokens"-like integers, and the generation options
+    (temperature, seed, n, stop, stream, stream_options) in a generation_options_t; the
+    usage chunk that ends a stream; UTF-8 sanitizing and the error bodies.
 
     Every JSON text these functions return is a heap string (free it); NULL means out of
     memory. A request that fails validation fills an api_error_t that says which HTTP
@@ -11,6 +17,7 @@
 #ifndef ZLLM_COMPLETIONS_H
 #define ZLLM_COMPLETIONS_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -18,6 +25,8 @@
 #define COMPLETION_DEFAULT_MAX_TOKENS   16
 #define COMPLETION_DEFAULT_TEMPERATURE  1.0f
 #define COMPLETION_MAX_TEMPERATURE      2.0
+//  "stop": a string or an array of at most this many strings, as OpenAI allows.
+#define COMPLETION_MAX_STOPS            4
 
 //  "cmpl-" + 16 hex digits + NUL
 #define COMPLETION_ID_SIZE              22
@@ -26,23 +35,61 @@
 typedef struct {
     int status;                 //  HTTP status (400, 404, ...); 0 when there is no error
     char message [512];
-    char param [32];            //  the parameter at fault; "" writes JSON null
+    char param [96];            //  the parameter at fault ("messages[2].content");
+                                //  "" writes JSON null
     char code [32];             //  OpenAI's error code ("model_not_found"); "" writes null
 } api_error_t;
+
+//  What every generation request carries on to the tokenizer, and how it is answered.
+typedef struct {
+    uint32_t max_tokens;        //  0: up to the context (chat's default)
+    float temperature;          //  0 .. 2; 0 means greedy
+    bool has_seed;              //  false: the caller picks a random seed
+    uint64_t seed;
+    char **stops;               //  n_stops non-empty heap strings in a heap array, or NULL
+    uint32_t n_stops;           //  at most COMPLETION_MAX_STOPS
+    bool stream;                //  answer with server-sent events
+    bool include_usage;         //  stream_options.include_usage: a last chunk with usage
+} generation_options_t;
 
 //  A valid completion request, as the frontend passes it on.
 typedef struct {
     char *prompt;               //  heap, NUL-terminated UTF-8 (jansson refuses \u0000)
-    uint32_t max_tokens;        //  >= 1
-    float temperature;          //  0 .. 2; 0 means greedy
-    bool has_seed;              //  false: the caller picks a random seed
-    uint64_t seed;
+    generation_options_t options;   //  max_tokens >= 1 (default 16)
 } completion_request_t;
 
 //  Fill error with status, param, code (either may be NULL) and a printf-style message.
 void
     api_error_set (api_error_t *error, int status, const char *param, const char *code,
                    const char *format, ...) __attribute__ ((format (printf, 5, 6)));
+
+//  Parse body (size bytes, need not be NUL-terminated) as a JSON object. Returns it, or
+//  NULL with error filled (400: not JSON, or not an object).
+json_t *
+    request_body_load (const char *body, size_t size, api_error_t *error);
+
+//  Check "model": required, a string, and the served model_name (else 404
+//  model_not_found). Returns 0, or -1 with error filled.
+int
+    request_model_check (json_t *root, const char *model_name, api_error_t *error);
+
+//  Read the integer member name (>= 1, at most UINT32_MAX) into *value; absent or null
+//  leaves *value as it is. Returns 0, or -1 with error filled (param = name).
+int
+    request_max_tokens_parse (json_t *root, const char *name, uint32_t *value,
+                              api_error_t *error);
+
+//  Read temperature, seed, n (only 1), stop, stream and stream_options (allowed only
+//  with stream true) into options, which keeps what it holds for absent members (the
+//  caller sets the defaults first). Returns 0, or -1 with error filled; options may hold
+//  stops either way: release it with generation_options_reset.
+int
+    generation_options_parse (json_t *root, generation_options_t *options,
+                              api_error_t *error);
+
+//  Free what options owns and zero it.
+void
+    generation_options_reset (generation_options_t *options);
 
 //  Parse and validate a /v1/completions body (size bytes, need not be NUL-terminated).
 //  model_name is the only model served. Returns 0 and fills request (release it with
@@ -67,6 +114,20 @@ char *
                               const char *text, size_t text_size, const char *finish_reason,
                               uint32_t prompt_tokens, uint32_t completion_tokens);
 
+//  One chunk of a streamed completion: object "text_completion", one choice with text
+//  (text_size bytes, sanitized) and finish_reason (NULL: JSON null). With include_usage
+//  the chunk carries "usage": null, as OpenAI's do when a usage chunk will follow.
+char *
+    completion_chunk_json (const char *id, int64_t created, const char *model,
+                           const char *text, size_t text_size, const char *finish_reason,
+                           bool include_usage);
+
+//  The last chunk of a stream asked for with stream_options.include_usage: object
+//  ("text_completion" or "chat.completion.chunk"), "choices": [] and the usage.
+char *
+    usage_chunk_json (const char *id, const char *object, int64_t created,
+                      const char *model, uint32_t prompt_tokens, uint32_t completion_tokens);
+
 //  The body of GET /v1/models.
 char *
     models_list_json (const char *model, int64_t created, uint32_t n_ctx);
@@ -88,6 +149,11 @@ const char *
 //  The reason phrase for an HTTP status ("Bad Request"), "Error" when unknown.
 const char *
     http_status_reason (int status);
+
+//  A JSON string holding size bytes of text (NULL: ""), every invalid UTF-8 sequence
+//  replaced by U+FFFD. NULL when out of memory.
+json_t *
+    api_json_string (const char *text, size_t size);
 
 //  Copy size bytes of text into a new NUL-terminated heap string where every invalid
 //  UTF-8 sequence (and every NUL) is replaced by U+FFFD. *out_size gets its length.

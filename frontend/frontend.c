@@ -8,13 +8,26 @@
     outside that drain we look at ZMQ_EVENTS again and, if input waits, run a drain from
     h2o's zero timeout (never re-entrantly).
 
-    A completion becomes a pending_t allocated in the request's own memory pool with a
-    dispose callback, and is found by request id in a hash table. OUTPUT messages append
-    text; the one with a finish reason answers the request. When h2o frees a request that
-    has no answer yet (the client went away), the dispose callback sends CANCEL. HTTP/1.1
-    connections are not read while h2o processes a request, so h2o cannot see a client
-    leave: a probe twice a second peeks at the socket of every pending HTTP/1 request and
-    cancels it when the peer has closed (HTTP/2 tells h2o at once).
+    A completion (or chat completion) becomes a pending_t allocated in the request's own
+    memory pool with a dispose callback, and is found by request id in a hash table.
+    Not streamed, OUTPUT messages append text (and merge tool calls); the one with a
+    finish reason answers the request. When h2o frees a request that has no answer yet
+    (the client went away), the dispose callback sends CANCEL. HTTP/1.1 connections are
+    not read while h2o processes a request, so h2o cannot see a client leave: a probe
+    twice a second peeks at the socket of every pending HTTP/1 request and cancels it
+    when the peer has closed (HTTP/2 tells h2o at once).
+
+    Streamed ("stream": true), each OUTPUT becomes SSE events ("data: <json>\n\n"). The
+    response starts (200, text/event-stream) with the first OUTPUT, or when a second has
+    passed without one: until then an ERROR is still an ordinary JSON error with its
+    status. h2o 2.2.5 allows one h2o_send at a time: what arrives while a send waits for
+    the generator's proceed callback goes into a queue, sent as one buffer from proceed;
+    a sent buffer lives until proceed. While nothing is written for a second (queued, a
+    long prefill) a ": ping" comment goes out, so that a client that went away is seen
+    (over HTTP/1.1 a write fails; the probe sees it too). The generator's stop callback
+    (the client went away, h2o disposes of the request) sends CANCEL like dispose does.
+    After a FINAL send h2o may free the request at once: h2o_send is the last thing a
+    function does with a pending_t.
 
     Every accepted connection is tracked (socket on_close callback) so that "$TERM" can
     answer what is open with 503, let those answers be written, then stop reading every
@@ -24,8 +37,7 @@
     not call h2o_context_request_shutdown: its HTTP/2 graceful shutdown links timeouts
     of its own that h2o 2.2.5 does not always unlink before h2o_context_dispose.
 
-    Answers are one h2o_send_inline each (a single FINAL send), so the rule "never call
-    h2o_send again before proceed" cannot be broken here.
+    Answers that are not streamed are one h2o_send_inline each (a single FINAL send).
 */
 #include <h2o.h>
 
@@ -44,6 +56,7 @@
 #include <unistd.h>
 
 #include "frontend.h"
+#include "chat.h"
 #include "completions.h"
 #include "protocol.h"
 #include "zlog.h"
@@ -75,6 +88,8 @@ __lsan_default_suppressions (void)
 //  On $TERM: how long connections get to take their last response and close.
 #define CLOSE_GRACE_MSEC        2000
 #define CLOSE_FORCE_MSEC        1000
+//  A stream with nothing written for this long gets a ": ping" comment.
+#define PING_MSEC               1000
 
 typedef struct _server_t server_t;
 
@@ -86,18 +101,43 @@ typedef struct {
     int fd;
 } connection_t;
 
-//  One completion waiting for its answer. Lives in the request's pool: h2o frees it
+typedef enum {
+    ENDPOINT_COMPLETIONS,           //  /v1/completions
+    ENDPOINT_CHAT                   //  /v1/chat/completions
+} endpoint_t;
+
+//  A growable heap buffer of bytes, NUL-terminated when not empty.
+typedef struct {
+    char *data;
+    size_t size;
+    size_t limit;                   //  bytes allocated
+} buffer_t;
+
+//  One request waiting for its answer. Lives in the request's pool: h2o frees it
 //  (through s_pending_dispose) when it frees the request.
 typedef struct {
     server_t *server;
     h2o_req_t *req;
+    endpoint_t endpoint;
     uint64_t id;                    //  key in server->pending
-    char id_text [COMPLETION_ID_SIZE];
+    char id_text [CHAT_ID_SIZE];    //  "cmpl-..." or "chatcmpl-..."
     int64_t created;                //  unix seconds
-    char *text;                     //  heap, the text gathered so far
-    size_t text_size;
-    size_t text_limit;              //  bytes allocated for text
-    bool answered;                  //  an answer was sent, or the request was cancelled
+    bool answered;                  //  out of the table: answered, failed or cancelled
+    //  Not streamed: what the answer gathers
+    buffer_t text;
+    chat_tool_calls_t *tool_calls;  //  chat only
+    //  Streamed
+    bool stream;
+    bool include_usage;             //  a usage chunk before [DONE]
+    bool started;                   //  h2o_start_response was called
+    bool sending;                   //  an h2o_send waits for proceed
+    bool final_queued;              //  the queue ends the stream: its send is the last
+    bool ended;                     //  the last send was made, or h2o stopped the
+                                    //  generator: nothing more may be sent
+    h2o_generator_t generator;
+    buffer_t queue;                 //  events waiting for the next send
+    buffer_t inflight;              //  what h2o is sending: kept until proceed
+    h2o_timeout_entry_t ping_entry; //  on server->ping_timeout while streaming
 } pending_t;
 
 //  Our h2o handler: one for every path; it dispatches by itself.
@@ -125,6 +165,8 @@ struct _server_t {
     h2o_timeout_t probe_timeout;
     bool probe_timeout_ready;
     h2o_timeout_entry_t probe_entry;
+    h2o_timeout_t ping_timeout;     //  PING_MSEC, for the ping_entry of each stream
+    bool ping_timeout_ready;
     h2o_linklist_t connections;     //  of connection_t
     zhashx_t *pending;              //  request id -> pending_t
     size_t live_requests;           //  pending_t not yet freed by h2o (answered or not)
@@ -259,14 +301,62 @@ s_send_method_not_allowed (h2o_req_t *req, const char *allowed)
 
 
 //  --------------------------------------------------------------------------
-//  Pending completions
+//  Buffers
 
-//  Take pending out of the table: from now on nothing more is sent for it.
+static int
+s_buffer_append (buffer_t *buffer, const char *data, size_t size)
+{
+    if (size == 0)
+        return 0;
+    if (buffer->size + size + 1 > buffer->limit) {
+        size_t limit = buffer->limit? buffer->limit * 2: 256;
+        while (limit < buffer->size + size + 1)
+            limit *= 2;
+        char *grown = (char *) realloc (buffer->data, limit);
+        if (!grown)
+            return -1;
+        buffer->data = grown;
+        buffer->limit = limit;
+    }
+    memcpy (buffer->data + buffer->size, data, size);
+    buffer->size += size;
+    buffer->data [buffer->size] = 0;
+    return 0;
+}
+
+static void
+s_buffer_free (buffer_t *buffer)
+{
+    free (buffer->data);
+    memset (buffer, 0, sizeof *buffer);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Pending requests
+
+static const char *
+s_response_role (server_t *server)
+{
+    const char *role = server->args->response_role;
+    return role && *role? role: CHAT_DEFAULT_RESPONSE_ROLE;
+}
+
+static const char *
+s_chunk_object (pending_t *pending)
+{
+    return pending->endpoint == ENDPOINT_CHAT? "chat.completion.chunk": "text_completion";
+}
+
+//  Take pending out of the table: from now on nothing more is sent for it but what is
+//  already queued.
 static void
 s_pending_close (pending_t *pending)
 {
     server_t *server = pending->server;
     pending->answered = true;
+    if (h2o_timeout_is_linked (&pending->ping_entry))
+        h2o_timeout_unlink (&pending->ping_entry);
     zhashx_delete (server->pending, &pending->id);
     s_check_drained (server);
 }
@@ -284,7 +374,177 @@ s_send_cancel (server_t *server, uint64_t request_id)
     s_check_input (server);
 }
 
-//  Answer pending with an OpenAI error body; cancel it downstream when asked.
+//  The client is gone (h2o stops the generator or frees the request): cancel what has
+//  not been answered.
+static void
+s_pending_abandon (pending_t *pending)
+{
+    if (!pending->answered) {
+        zlog (ZLOG_INFO, ACTOR, pending->id, "client went away: cancelled");
+        s_send_cancel (pending->server, pending->id);
+        s_pending_close (pending);
+    }
+}
+
+//  h2o frees the request: if no answer went out, the client is gone.
+static void
+s_pending_dispose (void *data)
+{
+    pending_t *pending = (pending_t *) data;
+    pending->ended = true;
+    s_pending_abandon (pending);
+    if (h2o_timeout_is_linked (&pending->ping_entry))
+        h2o_timeout_unlink (&pending->ping_entry);
+    s_buffer_free (&pending->text);
+    s_buffer_free (&pending->queue);
+    s_buffer_free (&pending->inflight);
+    chat_tool_calls_destroy (&pending->tool_calls);
+    pending->server->live_requests--;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Streams (server-sent events)
+
+static void s_stream_flush (pending_t *pending);
+
+static void
+s_on_stream_proceed (h2o_generator_t *generator, h2o_req_t *req)
+{
+    (void) req;
+    pending_t *pending = H2O_STRUCT_FROM_MEMBER (pending_t, generator, generator);
+    pending->sending = false;
+    pending->inflight.size = 0;             //  h2o is done with it
+    s_stream_flush (pending);
+}
+
+static void
+s_on_stream_stop (h2o_generator_t *generator, h2o_req_t *req)
+{
+    (void) req;
+    pending_t *pending = H2O_STRUCT_FROM_MEMBER (pending_t, generator, generator);
+    pending->ended = true;
+    s_pending_abandon (pending);
+}
+
+//  Queue bytes; -1 when out of memory.
+static int
+s_stream_queue (pending_t *pending, const char *data, size_t size)
+{
+    return s_buffer_append (&pending->queue, data, size);
+}
+
+//  Queue "data: <json>\n\n"; takes json (NULL: out of memory, -1).
+static int
+s_stream_queue_event (pending_t *pending, char *json)
+{
+    if (!json)
+        return -1;
+    int rc = s_stream_queue (pending, "data: ", 6);
+    if (rc == 0)
+        rc = s_stream_queue (pending, json, strlen (json));
+    if (rc == 0)
+        rc = s_stream_queue (pending, "\n\n", 2);
+    free (json);
+    return rc;
+}
+
+//  Queue the end of the stream: data: [DONE]. The next send is the last.
+static void
+s_stream_queue_done (pending_t *pending)
+{
+    static const char done [] = "data: [DONE]\n\n";
+    if (s_stream_queue (pending, done, sizeof done - 1) != 0)
+        zlog (ZLOG_WARN, ACTOR, pending->id, "out of memory: the stream ends without [DONE]");
+    pending->final_queued = true;
+}
+
+//  Start the response (status and headers go with the first send); a chat stream opens
+//  with the role chunk. Returns -1 when out of memory.
+static int
+s_stream_start (pending_t *pending)
+{
+    if (pending->started)
+        return 0;
+    server_t *server = pending->server;
+    h2o_req_t *req = pending->req;
+    pending->started = true;
+    req->res.status = 200;
+    req->res.reason = http_status_reason (200);
+    h2o_add_header (&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                    H2O_STRLIT ("text/event-stream"));
+    h2o_add_header (&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                    H2O_STRLIT ("no-cache"));
+    pending->generator.proceed = s_on_stream_proceed;
+    pending->generator.stop = s_on_stream_stop;
+    h2o_start_response (req, &pending->generator);
+    if (pending->endpoint == ENDPOINT_CHAT)
+        return s_stream_queue_event (pending,
+            chat_chunk_role_json (pending->id_text, pending->created,
+                                  server->args->model_name, s_response_role (server),
+                                  pending->include_usage));
+    return 0;
+}
+
+//  Send what is queued, unless a send is waiting for proceed. May free pending (a FINAL
+//  send, a client that is gone): the caller must not touch pending afterwards.
+static void
+s_stream_flush (pending_t *pending)
+{
+    if (pending->sending || pending->ended || !pending->started)
+        return;
+    if (pending->queue.size == 0 && !pending->final_queued)
+        return;
+    //  The queue becomes the buffer in flight; the old one, emptied, the next queue.
+    buffer_t sent = pending->queue;
+    pending->queue = pending->inflight;
+    pending->queue.size = 0;
+    pending->inflight = sent;
+    h2o_send_state_t state = H2O_SEND_STATE_IN_PROGRESS;
+    if (pending->final_queued) {
+        state = H2O_SEND_STATE_FINAL;
+        pending->ended = true;
+        if (h2o_timeout_is_linked (&pending->ping_entry))
+            h2o_timeout_unlink (&pending->ping_entry);
+    }
+    else {
+        pending->sending = true;
+        //  The next ping is due a second after this write.
+        if (h2o_timeout_is_linked (&pending->ping_entry))
+            h2o_timeout_unlink (&pending->ping_entry);
+        h2o_timeout_link (pending->server->loop, &pending->server->ping_timeout,
+                          &pending->ping_entry);
+    }
+    h2o_iovec_t buffer = h2o_iovec_init (pending->inflight.data, pending->inflight.size);
+    h2o_send (pending->req, &buffer, buffer.len? 1: 0, state);
+}
+
+//  Nothing was written for PING_MSEC: start the stream if it has not started, and say
+//  ": ping" so that a client that went away is noticed.
+static void
+s_on_ping (h2o_timeout_entry_t *entry)
+{
+    pending_t *pending = H2O_STRUCT_FROM_MEMBER (pending_t, ping_entry, entry);
+    if (pending->answered || pending->ended || pending->server->terminating)
+        return;
+    if (pending->sending) {
+        //  The client has not taken the last write yet: a ping would only queue.
+        h2o_timeout_link (pending->server->loop, &pending->server->ping_timeout,
+                          &pending->ping_entry);
+        return;
+    }
+    static const char ping [] = ": ping\n\n";
+    if (s_stream_start (pending) != 0 || s_stream_queue (pending, ping, sizeof ping - 1) != 0)
+        zlog (ZLOG_WARN, ACTOR, pending->id, "out of memory for a ping");
+    s_stream_flush (pending);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Answers to pending requests
+
+//  Answer pending with an OpenAI error body (within the stream when it has started:
+//  an error event, then [DONE]); cancel it downstream when asked.
 static void
 s_pending_fail (pending_t *pending, int status, const char *message, bool cancel)
 {
@@ -296,7 +556,14 @@ s_pending_fail (pending_t *pending, int status, const char *message, bool cancel
     s_pending_close (pending);
     if (server->draining || server->terminating)
         req->http1_is_persistent = 0;
-    s_send_error (req, status, NULL, NULL, message);
+    if (pending->started) {
+        if (s_stream_queue_event (pending, api_error_json (status, message, NULL, NULL)) != 0)
+            zlog (ZLOG_WARN, ACTOR, pending->id, "out of memory for the error event");
+        s_stream_queue_done (pending);
+        s_stream_flush (pending);
+    }
+    else
+        s_send_error (req, status, NULL, NULL, message);
 }
 
 //  Answer every pending request with this error.
@@ -308,62 +575,126 @@ s_fail_all (server_t *server, int status, const char *message, bool cancel)
         s_pending_fail (pending, status, message, cancel);
 }
 
-//  h2o frees the request: if no answer went out, the client is gone.
 static void
-s_pending_dispose (void *data)
+s_log_completed (pending_t *pending, const proto_msg_t *output)
 {
-    pending_t *pending = (pending_t *) data;
-    if (!pending->answered) {
-        server_t *server = pending->server;
-        zlog (ZLOG_INFO, ACTOR, pending->id, "client went away: cancelled");
-        s_send_cancel (server, pending->id);
-        s_pending_close (pending);
-    }
-    free (pending->text);
-    pending->text = NULL;
-    pending->server->live_requests--;
+    const char *finish = proto_finish_name (output->finish);
+    zlog (ZLOG_INFO, ACTOR, pending->id, "completed%s: %s, %u prompt + %u completion tokens",
+          pending->stream? " (streamed)": "", finish? finish: "?",
+          output->prompt_tokens, output->completion_tokens);
 }
 
-static int
-s_pending_append (pending_t *pending, const char *text)
-{
-    size_t size = strlen (text);
-    if (size == 0)
-        return 0;
-    if (pending->text_size + size + 1 > pending->text_limit) {
-        size_t limit = pending->text_limit? pending->text_limit * 2: 256;
-        while (limit < pending->text_size + size + 1)
-            limit *= 2;
-        char *grown = (char *) realloc (pending->text, limit);
-        if (!grown)
-            return -1;
-        pending->text = grown;
-        pending->text_limit = limit;
-    }
-    memcpy (pending->text + pending->text_size, text, size);
-    pending->text_size += size;
-    pending->text [pending->text_size] = 0;
-    return 0;
-}
-
+//  The whole answer of a request that is not streamed.
 static void
 s_pending_complete (pending_t *pending, const proto_msg_t *output)
 {
     server_t *server = pending->server;
     h2o_req_t *req = pending->req;
     const char *finish = proto_finish_name (output->finish);
-    char *body = completion_response_json (pending->id_text, pending->created,
-                                           server->args->model_name,
-                                           pending->text, pending->text_size,
-                                           finish? finish: "stop",
-                                           output->prompt_tokens,
-                                           output->completion_tokens);
-    zlog (ZLOG_INFO, ACTOR, pending->id, "completed: %s, %u prompt + %u completion tokens",
-          finish? finish: "?", output->prompt_tokens, output->completion_tokens);
+    char *body;
+    if (pending->endpoint == ENDPOINT_CHAT)
+        body = chat_response_json (pending->id_text, pending->created,
+                                   server->args->model_name, s_response_role (server),
+                                   pending->text.data, pending->text.size,
+                                   pending->tool_calls, finish? finish: "stop",
+                                   output->prompt_tokens, output->completion_tokens);
+    else
+        body = completion_response_json (pending->id_text, pending->created,
+                                         server->args->model_name,
+                                         pending->text.data, pending->text.size,
+                                         finish? finish: "stop",
+                                         output->prompt_tokens, output->completion_tokens);
+    s_log_completed (pending, output);
     s_pending_close (pending);
     if (server->draining)
         req->http1_is_persistent = 0;
     s_send_json_owned (req, 200, body);
+}
+
+//  The tool-call deltas of an OUTPUT, or NULL when it has none or they are malformed.
+static const char *
+s_output_tool_calls (pending_t *pending, const proto_msg_t *output)
+{
+    if (!output->tool_calls || pending->endpoint != ENDPOINT_CHAT)
+        return NULL;
+    if (!chat_tool_calls_valid (output->tool_calls)) {
+        zlog (ZLOG_WARN, ACTOR, pending->id, "malformed tool calls from the tokenizer, "
+              "skipped: %.200s", output->tool_calls);
+        return NULL;
+    }
+    return output->tool_calls;
+}
+
+//  An OUTPUT for a request that is not streamed: gather it; answer at the end.
+static void
+s_pending_gather (pending_t *pending, const proto_msg_t *output)
+{
+    const char *text = output->text? output->text: "";
+    const char *tool_calls = s_output_tool_calls (pending, output);
+    int rc = s_buffer_append (&pending->text, text, strlen (text));
+    if (rc == 0 && tool_calls) {
+        if (!pending->tool_calls)
+            pending->tool_calls = chat_tool_calls_new ();
+        rc = pending->tool_calls? chat_tool_calls_add (pending->tool_calls, tool_calls): -1;
+    }
+    if (rc != 0)
+        s_pending_fail (pending, 500, "out of memory", true);
+    else
+    if (output->finish != PROTO_FINISH_NONE)
+        s_pending_complete (pending, output);
+}
+
+//  An OUTPUT for a streamed request: its chunks, and at the end the finish chunk, the
+//  usage chunk when asked for, and [DONE].
+static void
+s_pending_stream (pending_t *pending, const proto_msg_t *output)
+{
+    server_t *server = pending->server;
+    const char *model = server->args->model_name;
+    const char *text = output->text? output->text: "";
+    size_t text_size = strlen (text);
+    const char *tool_calls = s_output_tool_calls (pending, output);
+    int rc = s_stream_start (pending);
+    if (rc == 0 && pending->endpoint == ENDPOINT_CHAT && (text_size > 0 || tool_calls))
+        rc = s_stream_queue_event (pending,
+            chat_chunk_delta_json (pending->id_text, pending->created, model,
+                                   text_size > 0? text: NULL, text_size, tool_calls,
+                                   pending->include_usage));
+    if (rc == 0 && pending->endpoint == ENDPOINT_COMPLETIONS && text_size > 0)
+        rc = s_stream_queue_event (pending,
+            completion_chunk_json (pending->id_text, pending->created, model,
+                                   text, text_size, NULL, pending->include_usage));
+    if (rc != 0) {
+        s_pending_fail (pending, 500, "out of memory", true);
+        return;
+    }
+    if (output->finish == PROTO_FINISH_NONE) {
+        s_stream_flush (pending);
+        return;
+    }
+    const char *finish = proto_finish_name (output->finish);
+    if (pending->endpoint == ENDPOINT_CHAT)
+        rc = s_stream_queue_event (pending,
+            chat_chunk_finish_json (pending->id_text, pending->created, model, finish,
+                                    pending->include_usage));
+    else
+        rc = s_stream_queue_event (pending,
+            completion_chunk_json (pending->id_text, pending->created, model, "", 0, finish,
+                                   pending->include_usage));
+    if (rc == 0 && pending->include_usage)
+        rc = s_stream_queue_event (pending,
+            usage_chunk_json (pending->id_text, s_chunk_object (pending), pending->created,
+                              model, output->prompt_tokens, output->completion_tokens));
+    if (rc != 0) {
+        s_pending_fail (pending, 500, "out of memory", true);
+        return;
+    }
+    s_log_completed (pending, output);
+    s_pending_close (pending);
+    if (server->draining)
+        pending->req->http1_is_persistent = 0;
+    s_stream_queue_done (pending);
+    s_stream_flush (pending);
 }
 
 //  Is the peer of this pending HTTP/1 request gone? Peeks at its socket.
@@ -425,59 +756,74 @@ s_on_probe (h2o_timeout_entry_t *entry)
 //  --------------------------------------------------------------------------
 //  HTTP handlers
 
-static void
-s_handle_completion (server_t *server, h2o_req_t *req)
+//  Can a new request be taken? If not, it has been answered.
+static bool
+s_accepting (server_t *server, h2o_req_t *req)
 {
     if (server->terminating || server->draining) {
         req->http1_is_persistent = 0;
         s_send_error (req, 503, NULL, NULL, "the server is shutting down");
-        return;
+        return false;
     }
     if (server->peer_down || !server->tokenizer) {
         s_send_error (req, 503, NULL, NULL,
                       "the model pipeline is not available; try again later");
-        return;
+        return false;
     }
     if (req->entity.len > server->max_body_bytes) {
         s_send_error (req, 413, NULL, NULL, "the request body is too large");
-        return;
+        return false;
     }
-    completion_request_t request;
-    api_error_t error;
-    if (completion_request_parse (req->entity.base, req->entity.len,
-                                  server->args->model_name, &request, &error) != 0) {
-        zlog (ZLOG_DEBUG, ACTOR, 0, "refused %d: %s", error.status, error.message);
-        s_send_json_owned (req, error.status, api_error_to_json (&error));
-        return;
-    }
+    return true;
+}
+
+//  A validated request: its pending_t, and GENERATE to the tokenizer with the prompt
+//  (text) or the chat (JSON).
+static void
+s_generate (server_t *server, h2o_req_t *req, endpoint_t endpoint, const char *text,
+            const char *chat, const generation_options_t *options)
+{
     pending_t *pending = (pending_t *) h2o_mem_alloc_shared (&req->pool, sizeof (pending_t),
                                                              s_pending_dispose);
     memset (pending, 0, sizeof *pending);
     pending->server = server;
     pending->req = req;
+    pending->endpoint = endpoint;
     server->live_requests++;
     pending->id = server->next_id++;
     if (pending->id == 0)               //  0 means "no request" in logs
         pending->id = server->next_id++;
-    completion_id_format (pending->id, pending->id_text);
+    if (endpoint == ENDPOINT_CHAT)
+        chat_id_format (pending->id, pending->id_text);
+    else
+        completion_id_format (pending->id, pending->id_text);
     pending->created = (int64_t) time (NULL);
+    pending->stream = options->stream;
+    pending->include_usage = options->include_usage;
+    pending->ping_entry.cb = s_on_ping;
     zhashx_insert (server->pending, &pending->id, pending);
+    if (pending->stream)
+        h2o_timeout_link (server->loop, &server->ping_timeout, &pending->ping_entry);
 
     proto_msg_t generate = PROTO_MSG_INIT;
     generate.kind = PROTO_GENERATE;
     generate.request_id = pending->id;
-    generate.text = request.prompt;     //  borrowed: generate is not reset
-    generate.max_tokens = request.max_tokens;
-    generate.temperature = request.temperature;
-    generate.seed = request.has_seed? request.seed: s_random (server);
-    zlog (ZLOG_DEBUG, ACTOR, pending->id, "GENERATE max_tokens=%u temperature=%g",
-          generate.max_tokens, (double) generate.temperature);
+    generate.text = (char *) text;      //  borrowed, as the rest: generate is not reset
+    generate.chat = (char *) chat;
+    generate.max_tokens = options->max_tokens;
+    generate.temperature = options->temperature;
+    generate.seed = options->has_seed? options->seed: s_random (server);
+    generate.stops = options->n_stops? options->stops: NULL;
+    generate.n_stops = options->n_stops;
+    zlog (ZLOG_DEBUG, ACTOR, pending->id,
+          "GENERATE %s max_tokens=%u temperature=%g stops=%u%s",
+          endpoint == ENDPOINT_CHAT? "chat": "prompt", generate.max_tokens,
+          (double) generate.temperature, generate.n_stops, pending->stream? " stream": "");
     int rc = proto_send (&generate, server->tokenizer);
     int send_errno = errno;
-    completion_request_reset (&request);
     s_check_input (server);
     if (rc != 0 && send_errno == EINVAL)     //  refused by proto_encode: over its limits
-        s_pending_fail (pending, 413, "the prompt is too large", false);
+        s_pending_fail (pending, 413, "the request is too large", false);
     else
     if (rc != 0) {
         char message [200];
@@ -486,6 +832,40 @@ s_handle_completion (server_t *server, h2o_req_t *req)
                   strerror (send_errno));
         s_pending_fail (pending, 503, message, false);
     }
+}
+
+static void
+s_handle_completion (server_t *server, h2o_req_t *req)
+{
+    if (!s_accepting (server, req))
+        return;
+    completion_request_t request;
+    api_error_t error;
+    if (completion_request_parse (req->entity.base, req->entity.len,
+                                  server->args->model_name, &request, &error) != 0) {
+        zlog (ZLOG_DEBUG, ACTOR, 0, "refused %d: %s", error.status, error.message);
+        s_send_json_owned (req, error.status, api_error_to_json (&error));
+        return;
+    }
+    s_generate (server, req, ENDPOINT_COMPLETIONS, request.prompt, NULL, &request.options);
+    completion_request_reset (&request);
+}
+
+static void
+s_handle_chat (server_t *server, h2o_req_t *req)
+{
+    if (!s_accepting (server, req))
+        return;
+    chat_request_t request;
+    api_error_t error;
+    if (chat_request_parse (req->entity.base, req->entity.len, server->args->model_name,
+                            server->args->enable_auto_tool_choice, &request, &error) != 0) {
+        zlog (ZLOG_DEBUG, ACTOR, 0, "refused %d: %s", error.status, error.message);
+        s_send_json_owned (req, error.status, api_error_to_json (&error));
+        return;
+    }
+    s_generate (server, req, ENDPOINT_CHAT, NULL, request.chat, &request.options);
+    chat_request_reset (&request);
 }
 
 static void
@@ -524,6 +904,13 @@ s_on_request (h2o_handler_t *self, h2o_req_t *req)
     if (s_iovec_is (path, "/v1/completions")) {
         if (s_iovec_is (req->method, "POST"))
             s_handle_completion (server, req);
+        else
+            s_send_method_not_allowed (req, "POST");
+    }
+    else
+    if (s_iovec_is (path, "/v1/chat/completions")) {
+        if (s_iovec_is (req->method, "POST"))
+            s_handle_chat (server, req);
         else
             s_send_method_not_allowed (req, "POST");
     }
@@ -826,11 +1213,10 @@ s_handle_tokenizer (server_t *server)
         if (!pending)
             zlog (ZLOG_DEBUG, ACTOR, msg.request_id, "OUTPUT for no pending request");
         else
-        if (s_pending_append (pending, msg.text? msg.text: "") != 0)
-            s_pending_fail (pending, 500, "out of memory", true);
+        if (pending->stream)
+            s_pending_stream (pending, &msg);
         else
-        if (msg.finish != PROTO_FINISH_NONE)
-            s_pending_complete (pending, &msg);
+            s_pending_gather (pending, &msg);
     }
     else
     if (msg.kind == PROTO_ERROR) {
@@ -924,6 +1310,11 @@ s_server_destroy (server_t **self_p)
             h2o_timeout_unlink (&server->probe_entry);
         if (server->probe_timeout_ready)
             h2o_timeout_dispose (server->loop, &server->probe_timeout);
+        //  Every stream's ping entry is unlinked when it ends; one that is not (a
+        //  connection that would not close) keeps the timeout alive, with the loop.
+        if (server->ping_timeout_ready
+        &&  h2o_linklist_is_empty (&server->ping_timeout._entries))
+            h2o_timeout_dispose (server->loop, &server->ping_timeout);
         if (h2o_linklist_is_empty (&server->connections)) {
             if (server->context_ready)
                 h2o_context_dispose (&server->context);
@@ -1016,6 +1407,8 @@ s_server_new (zsock_t *pipe, frontend_args_t *args)
     server->accept_ctx.hosts = server->config.hosts;
     h2o_timeout_init (server->loop, &server->probe_timeout, PROBE_MSEC);
     server->probe_timeout_ready = true;
+    h2o_timeout_init (server->loop, &server->ping_timeout, PING_MSEC);
+    server->ping_timeout_ready = true;
 
     if (s_listen (server) != 0)
         goto failed;

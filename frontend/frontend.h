@@ -7,8 +7,10 @@
     answer, a CANCEL goes to the tokenizer. /health answers from the scheduler's STATUS
     broadcasts.
 
-    Endpoints now: POST /v1/completions, GET /v1/models, GET /health. Every error is an
-    OpenAI error body {"error":{"message","type","param","code"}}.
+    Endpoints now: POST /v1/completions, POST /v1/chat/completions (both answered whole
+    or, with "stream": true, as server-sent events), GET /v1/models, GET /health. Every
+    error is an OpenAI error body {"error":{"message","type","param","code"}}; an error
+    after a stream has started is an SSE event {"error":{...}} followed by [DONE].
 
     A client that goes away is seen at once over HTTP/2; over HTTP/1.1 h2o does not read
     a connection while its request is processed, so twice a second the actor peeks at the
@@ -32,6 +34,7 @@
 #define ZLLM_FRONTEND_H
 
 #include <czmq.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,6 +47,11 @@ typedef struct {
     const char *model_name;         //  the id clients put in "model" and /v1/models lists
     uint32_t n_ctx;                 //  context length, reported by /v1/models
     size_t max_body_bytes;          //  larger request bodies get 413; 0: 16 MiB
+    bool enable_auto_tool_choice;   //  --enable-auto-tool-choice: chat requests with tools
+                                    //  may use tool_choice "auto" (the default with tools);
+                                    //  without it they must say "none", else 400
+    const char *response_role;      //  --response-role: the role of chat answers;
+                                    //  NULL or "": "assistant"
     //  Out, valid once zactor_new returns
     char error[256];                //  empty when the actor started
     uint16_t bound_port;            //  the port it listens on

@@ -1,5 +1,6 @@
 /*  test_completions — the frontend's pure JSON functions: request parsing and
-    validation, the completion, model list and error bodies.
+    validation (stop, stream and stream_options included), the completion and its
+    streamed chunks, the usage chunk, model list and error bodies.
 */
 #include <stdarg.h>
 #include <stddef.h>
@@ -39,6 +40,7 @@ s_assert_refused (const char *body, int status, const char *param, const char *f
     assert_string_equal (error.param, param);
     assert_non_null (strstr (error.message, fragment));
     assert_null (request.prompt);
+    assert_null (request.options.stops);
 }
 
 static void
@@ -51,9 +53,13 @@ test_parse_defaults (void **state)
                                &request, &error), 0);
     assert_int_equal (error.status, 0);
     assert_string_equal (request.prompt, "Once upon");
-    assert_int_equal (request.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS);
-    assert_true (request.temperature == 1.0f);
-    assert_false (request.has_seed);
+    assert_int_equal (request.options.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS);
+    assert_true (request.options.temperature == 1.0f);
+    assert_false (request.options.has_seed);
+    assert_int_equal (request.options.n_stops, 0);
+    assert_null (request.options.stops);
+    assert_false (request.options.stream);
+    assert_false (request.options.include_usage);
     completion_request_reset (&request);
     assert_null (request.prompt);
 }
@@ -70,10 +76,10 @@ test_parse_all_fields (void **state)
         "\"top_p\":0.5,\"unknown\":{\"nested\":[1,2]},\"user\":\"x\"}";
     assert_int_equal (s_parse (body, &request, &error), 0);
     assert_string_equal (request.prompt, "caf\xC3\xA9 \xF0\x9F\x98\x80");
-    assert_int_equal (request.max_tokens, 100);
-    assert_true (request.temperature == 0.0f);
-    assert_true (request.has_seed);
-    assert_true (request.seed == UINT64_MAX);
+    assert_int_equal (request.options.max_tokens, 100);
+    assert_true (request.options.temperature == 0.0f);
+    assert_true (request.options.has_seed);
+    assert_true (request.options.seed == UINT64_MAX);
     completion_request_reset (&request);
 
     //  Nulls mean defaults; integer temperature, empty prompt are fine.
@@ -81,17 +87,17 @@ test_parse_all_fields (void **state)
            "\"temperature\":2,\"seed\":null,\"stream\":null,\"n\":null}";
     assert_int_equal (s_parse (body, &request, &error), 0);
     assert_string_equal (request.prompt, "");
-    assert_int_equal (request.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS);
-    assert_true (request.temperature == 2.0f);
-    assert_false (request.has_seed);
+    assert_int_equal (request.options.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS);
+    assert_true (request.options.temperature == 2.0f);
+    assert_false (request.options.has_seed);
     completion_request_reset (&request);
 
     body = "{\"model\":\"" MODEL "\",\"prompt\":\"x\",\"temperature\":0.7,"
            "\"seed\":42,\"max_tokens\":4294967295}";
     assert_int_equal (s_parse (body, &request, &error), 0);
-    assert_true (request.temperature > 0.69f && request.temperature < 0.71f);
-    assert_true (request.seed == 42);
-    assert_int_equal (request.max_tokens, UINT32_MAX);
+    assert_true (request.options.temperature > 0.69f && request.options.temperature < 0.71f);
+    assert_true (request.options.seed == 42);
+    assert_int_equal (request.options.max_tokens, UINT32_MAX);
     completion_request_reset (&request);
 }
 
@@ -222,10 +228,111 @@ test_parse_seed_n_stream (void **state)
                       400, "n", "only n=1");
     s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"n\":\"1\"}",
                       400, "n", "must be an integer");
-    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stream\":true}",
-                      400, "stream", "streaming is not supported yet");
     s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stream\":1}",
                       400, "stream", "must be a boolean");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stream\":\"yes\"}",
+                      400, "stream", "must be a boolean");
+}
+
+static void
+test_parse_stop (void **state)
+{
+    (void) state;
+    completion_request_t request;
+    api_error_t error;
+    assert_int_equal (s_parse ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stop\":\"\\n\"}",
+                               &request, &error), 0);
+    assert_int_equal (request.options.n_stops, 1);
+    assert_string_equal (request.options.stops [0], "\n");
+    completion_request_reset (&request);
+    assert_null (request.options.stops);
+    assert_int_equal (request.options.n_stops, 0);
+
+    assert_int_equal (s_parse ("{\"model\":\"" MODEL "\",\"prompt\":\"a\","
+                               "\"stop\":[\"END\",\"caf\\u00e9\",\"x y\",\"\\\"\"]}",
+                               &request, &error), 0);
+    assert_int_equal (request.options.n_stops, 4);
+    assert_string_equal (request.options.stops [0], "END");
+    assert_string_equal (request.options.stops [1], "caf\xC3\xA9");
+    assert_string_equal (request.options.stops [2], "x y");
+    assert_string_equal (request.options.stops [3], "\"");
+    completion_request_reset (&request);
+
+    //  Null, an empty array, empty strings: no stop strings.
+    const char *none [] = {
+        "{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stop\":null}",
+        "{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stop\":[]}",
+        "{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stop\":\"\"}",
+        "{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stop\":[\"\",\"\"]}",
+    };
+    for (size_t index = 0; index < sizeof none / sizeof none [0]; index++) {
+        assert_int_equal (s_parse (none [index], &request, &error), 0);
+        assert_int_equal (request.options.n_stops, 0);
+        completion_request_reset (&request);
+    }
+    //  An empty string among others is left out.
+    assert_int_equal (s_parse ("{\"model\":\"" MODEL "\",\"prompt\":\"a\","
+                               "\"stop\":[\"\",\"b\"]}", &request, &error), 0);
+    assert_int_equal (request.options.n_stops, 1);
+    assert_string_equal (request.options.stops [0], "b");
+    completion_request_reset (&request);
+
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\","
+                      "\"stop\":[\"1\",\"2\",\"3\",\"4\",\"5\"]}",
+                      400, "stop", "at most 4");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stop\":5}",
+                      400, "stop", "must be a string");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stop\":[\"a\",1]}",
+                      400, "stop", "array of strings");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stop\":{}}",
+                      400, "stop", "must be a string");
+}
+
+static void
+test_parse_stream (void **state)
+{
+    (void) state;
+    completion_request_t request;
+    api_error_t error;
+    assert_int_equal (s_parse ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stream\":true}",
+                               &request, &error), 0);
+    assert_true (request.options.stream);
+    assert_false (request.options.include_usage);
+    completion_request_reset (&request);
+
+    assert_int_equal (s_parse ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stream\":true,"
+                               "\"stream_options\":{\"include_usage\":true,\"other\":1}}",
+                               &request, &error), 0);
+    assert_true (request.options.stream);
+    assert_true (request.options.include_usage);
+    completion_request_reset (&request);
+
+    const char *fine [] = {
+        "{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stream\":true,"
+        "\"stream_options\":{\"include_usage\":false}}",
+        "{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stream\":true,\"stream_options\":{}}",
+        "{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stream\":true,"
+        "\"stream_options\":{\"include_usage\":null}}",
+        "{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stream\":false,\"stream_options\":null}",
+    };
+    for (size_t index = 0; index < sizeof fine / sizeof fine [0]; index++) {
+        assert_int_equal (s_parse (fine [index], &request, &error), 0);
+        assert_false (request.options.include_usage);
+        completion_request_reset (&request);
+    }
+    //  stream_options only with stream true, as OpenAI says.
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\","
+                      "\"stream_options\":{\"include_usage\":true}}",
+                      400, "stream_options", "only allowed when 'stream' is enabled");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stream\":false,"
+                      "\"stream_options\":{}}",
+                      400, "stream_options", "only allowed when 'stream' is enabled");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stream\":true,"
+                      "\"stream_options\":true}",
+                      400, "stream_options", "must be an object");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stream\":true,"
+                      "\"stream_options\":{\"include_usage\":\"yes\"}}",
+                      400, "stream_options.include_usage", "must be a boolean");
 }
 
 static void
@@ -272,6 +379,97 @@ test_completion_response (void **state)
     assert_int_equal (json_integer_value (json_object_get (usage, "total_tokens")), 23);
     json_decref (root);
     free (body);
+}
+
+//  Parse a chunk and check what every completion chunk has.
+static json_t *
+s_check_completion_chunk (const char *body, const char *text, const char *finish_reason,
+                          bool usage_null)
+{
+    assert_non_null (body);
+    json_t *root = json_loads (body, 0, NULL);
+    assert_non_null (root);
+    assert_string_equal (json_string_value (json_object_get (root, "id")),
+                         "cmpl-0000000000000003");
+    assert_string_equal (json_string_value (json_object_get (root, "object")),
+                         "text_completion");
+    assert_int_equal (json_integer_value (json_object_get (root, "created")), 1767322000);
+    assert_string_equal (json_string_value (json_object_get (root, "model")), MODEL);
+    json_t *choices = json_object_get (root, "choices");
+    assert_int_equal (json_array_size (choices), 1);
+    json_t *choice = json_array_get (choices, 0);
+    assert_int_equal (json_object_size (choice), 4);
+    assert_int_equal (json_integer_value (json_object_get (choice, "index")), 0);
+    assert_string_equal (json_string_value (json_object_get (choice, "text")), text);
+    assert_true (json_is_null (json_object_get (choice, "logprobs")));
+    if (finish_reason)
+        assert_string_equal (json_string_value (json_object_get (choice, "finish_reason")),
+                             finish_reason);
+    else
+        assert_true (json_is_null (json_object_get (choice, "finish_reason")));
+    if (usage_null) {
+        assert_non_null (json_object_get (root, "usage"));
+        assert_true (json_is_null (json_object_get (root, "usage")));
+    }
+    else
+        assert_null (json_object_get (root, "usage"));
+    return root;
+}
+
+static void
+test_completion_chunks (void **state)
+{
+    (void) state;
+    char *body = completion_chunk_json ("cmpl-0000000000000003", 1767322000, MODEL,
+                                        "Once", 4, NULL, false);
+    json_decref (s_check_completion_chunk (body, "Once", NULL, false));
+    free (body);
+
+    body = completion_chunk_json ("cmpl-0000000000000003", 1767322000, MODEL,
+                                  "ab\xE2\x82", 4, NULL, true);
+    json_decref (s_check_completion_chunk (body, "ab\xEF\xBF\xBD", NULL, true));
+    free (body);
+
+    body = completion_chunk_json ("cmpl-0000000000000003", 1767322000, MODEL,
+                                  "", 0, "length", true);
+    json_decref (s_check_completion_chunk (body, "", "length", true));
+    free (body);
+
+    //  One line of JSON: an SSE event cannot hold a newline.
+    body = completion_chunk_json ("cmpl-0000000000000003", 1767322000, MODEL,
+                                  "a\nb\n", 4, "stop", false);
+    assert_null (strchr (body, '\n'));
+    free (body);
+}
+
+static void
+test_usage_chunk (void **state)
+{
+    (void) state;
+    const char *objects [] = { "text_completion", "chat.completion.chunk" };
+    for (size_t index = 0; index < 2; index++) {
+        char *body = usage_chunk_json ("cmpl-0000000000000004", objects [index], 5, MODEL,
+                                       9, 3);
+        assert_non_null (body);
+        json_t *root = json_loads (body, 0, NULL);
+        assert_non_null (root);
+        assert_string_equal (json_string_value (json_object_get (root, "id")),
+                             "cmpl-0000000000000004");
+        assert_string_equal (json_string_value (json_object_get (root, "object")),
+                             objects [index]);
+        assert_int_equal (json_integer_value (json_object_get (root, "created")), 5);
+        assert_string_equal (json_string_value (json_object_get (root, "model")), MODEL);
+        json_t *choices = json_object_get (root, "choices");
+        assert_true (json_is_array (choices));
+        assert_int_equal (json_array_size (choices), 0);
+        json_t *usage = json_object_get (root, "usage");
+        assert_int_equal (json_integer_value (json_object_get (usage, "prompt_tokens")), 9);
+        assert_int_equal (json_integer_value (json_object_get (usage, "completion_tokens")),
+                          3);
+        assert_int_equal (json_integer_value (json_object_get (usage, "total_tokens")), 12);
+        json_decref (root);
+        free (body);
+    }
 }
 
 static void
@@ -438,9 +636,13 @@ main (void)
         cmocka_unit_test (test_parse_max_tokens),
         cmocka_unit_test (test_parse_temperature),
         cmocka_unit_test (test_parse_seed_n_stream),
+        cmocka_unit_test (test_parse_stop),
+        cmocka_unit_test (test_parse_stream),
         cmocka_unit_test (test_completion_id),
         cmocka_unit_test (test_completion_response),
         cmocka_unit_test (test_completion_response_bad_utf8),
+        cmocka_unit_test (test_completion_chunks),
+        cmocka_unit_test (test_usage_chunk),
         cmocka_unit_test (test_utf8_sanitize),
         cmocka_unit_test (test_models_list),
         cmocka_unit_test (test_error_bodies),

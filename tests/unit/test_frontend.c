@@ -1,6 +1,8 @@
 /*  test_frontend — the HTTP actor, driven by a real HTTP client (curl, HTTP/1.1 and h2c
     with prior knowledge) against a fake tokenizer (a ROUTER in the test thread) and a
-    fake scheduler (a PUB for STATUS).
+    fake scheduler (a PUB for STATUS): completions and chat completions, whole and
+    streamed (server-sent events, parsed here event by event), tool calls, errors before
+    and during a stream, clients that go away.
 
     Each test starts its own actor on an ephemeral port. curl runs as a child process
     (popen) while the test thread plays the tokenizer; every wait is a poll with a
@@ -53,6 +55,7 @@ typedef struct {
     int status;                     //  HTTP status, 0 when there was no response
     char version [8];               //  "1.1", "2"
     int exit_code;                  //  curl's exit code (7: could not connect, 28: timeout)
+    char content_type [64];         //  "application/json", "text/event-stream", "" when none
     char *body;
     json_t *json;                   //  the body parsed, or NULL
 } response_t;
@@ -66,7 +69,7 @@ static int s_fixture_count = 0;
 //  Fixture
 
 static fixture_t *
-s_fixture_new (void)
+s_fixture_new (bool enable_auto_tool_choice)
 {
     fixture_t *fixture = (fixture_t *) calloc (1, sizeof (fixture_t));
     assert_non_null (fixture);
@@ -90,6 +93,7 @@ s_fixture_new (void)
     fixture->args.model_name = MODEL;
     fixture->args.n_ctx = 512;
     fixture->args.max_body_bytes = MAX_BODY;
+    fixture->args.enable_auto_tool_choice = enable_auto_tool_choice;
     fixture->actor = zactor_new (frontend_actor, &fixture->args);
     assert_non_null (fixture->actor);
     assert_string_equal (fixture->args.error, "");
@@ -100,7 +104,15 @@ s_fixture_new (void)
 static int
 setup (void **state)
 {
-    *state = s_fixture_new ();
+    *state = s_fixture_new (false);
+    return 0;
+}
+
+//  A server started with --enable-auto-tool-choice.
+static int
+setup_auto_tools (void **state)
+{
+    *state = s_fixture_new (true);
     return 0;
 }
 
@@ -140,7 +152,8 @@ s_call_start (fixture_t *fixture, const char *options, const char *method,
     }
     char command [1024];
     snprintf (command, sizeof command,
-              "curl -s -o - -w '\\n%%{http_code} %%{http_version}' --max-time 20 "
+              "curl -s -N -o - -w '\\n%%{http_code} %%{http_version} %%{content_type}' "
+              "--max-time 20 "
               "%s -X %s %s 'http://127.0.0.1:%u%s' 2>/dev/null",
               options, method, data_option, (unsigned) fixture->args.bound_port, path);
     call->stream = popen (command, "r");
@@ -173,11 +186,12 @@ s_call_finish (call_t *call)
         unlink (call->body_path);
     free (call);
 
-    //  The last line is "<status> <version>", written by -w.
+    //  The last line is "<status> <version> <content type>", written by -w.
     char *last_line = strrchr (output, '\n');
     assert_non_null (last_line);
     *last_line = 0;
-    if (sscanf (last_line + 1, "%d %7s", &response.status, response.version) < 1)
+    if (sscanf (last_line + 1, "%d %7s %63s", &response.status, response.version,
+                response.content_type) < 1)
         response.status = 0;
     response.body = output;
     response.json = json_loads (output, 0, NULL);
@@ -500,9 +514,10 @@ test_invalid_requests (void **state)
     s_response_reset (&response);
 
     response = s_call (fixture, "", "POST", "/v1/completions",
-                       s_body ("\"prompt\":\"hi\",\"stream\":true"));
+                       s_body ("\"prompt\":\"hi\",\"stream_options\":{}"));
     assert_int_equal (response.status, 400);
-    s_assert_error_body (&response, "invalid_request_error", "stream", "not supported yet");
+    s_assert_error_body (&response, "invalid_request_error", "stream_options",
+                         "only allowed when 'stream' is enabled");
     s_response_reset (&response);
 
     response = s_call (fixture, "", "POST", "/v1/completions",
@@ -883,6 +898,812 @@ test_bind_failure (void **state)
     s_response_reset (&response);
 }
 
+//  --------------------------------------------------------------------------
+//  Chat and streaming
+
+//  A chat body: the model, then members written with ' for " (no test text needs an
+//  apostrophe).
+static const char *
+s_chat_body (const char *members)
+{
+    static char body [4096];
+    snprintf (body, sizeof body, "{'model':'" MODEL "',%s}", members);
+    for (char *at = body; *at; at++)
+        if (*at == '\'')
+            *at = '"';
+    return body;
+}
+
+//  JSON written with ' for ", parsed.
+static json_t *
+s_json_quoted (const char *text)
+{
+    char *copy = strdup (text);
+    assert_non_null (copy);
+    for (char *at = copy; *at; at++)
+        if (*at == '\'')
+            *at = '"';
+    json_t *value = json_loads (copy, 0, NULL);
+    if (!value)
+        print_error ("not JSON: %s\n", copy);
+    assert_non_null (value);
+    free (copy);
+    return value;
+}
+
+//  Receive a GENERATE into msg (reset it after).
+static void
+s_expect_generate_msg (fixture_t *fixture, proto_msg_t *msg)
+{
+    assert_int_equal (s_tokenizer_recv (fixture, msg, WAIT_MSEC), 0);
+    assert_int_equal (msg->kind, PROTO_GENERATE);
+    assert_true (msg->request_id != 0);
+}
+
+//  Check that a GENERATE's chat is this JSON (written with ' for ").
+static void
+s_assert_chat (const proto_msg_t *generate, const char *expected_quoted)
+{
+    //  No prompt (the decoder gives an absent text as "").
+    assert_true (!generate->text || !*generate->text);
+    assert_non_null (generate->chat);
+    json_t *chat = json_loads (generate->chat, 0, NULL);
+    assert_non_null (chat);
+    json_t *expected = s_json_quoted (expected_quoted);
+    if (!json_equal (chat, expected))
+        print_error ("GENERATE.chat is %s\n", generate->chat);
+    assert_true (json_equal (chat, expected));
+    json_decref (expected);
+    json_decref (chat);
+}
+
+//  An OUTPUT with tool-call deltas (JSON written with ' for ", or NULL).
+static void
+s_send_output_calls (fixture_t *fixture, uint64_t request_id, const char *text,
+                     const char *tool_calls_quoted, proto_finish_t finish,
+                     uint32_t prompt_tokens, uint32_t completion_tokens)
+{
+    proto_msg_t msg = PROTO_MSG_INIT;
+    msg.kind = PROTO_OUTPUT;
+    msg.request_id = request_id;
+    assert_int_equal (proto_msg_set_text (&msg, text), 0);
+    if (tool_calls_quoted) {
+        char *tool_calls = strdup (tool_calls_quoted);
+        assert_non_null (tool_calls);
+        for (char *at = tool_calls; *at; at++)
+            if (*at == '\'')
+                *at = '"';
+        assert_int_equal (proto_msg_set_tool_calls (&msg, tool_calls), 0);
+        free (tool_calls);
+    }
+    msg.finish = finish;
+    msg.prompt_tokens = prompt_tokens;
+    msg.completion_tokens = completion_tokens;
+    assert_non_null (fixture->peer);
+    assert_int_equal (proto_send_to (&msg, fixture->router, fixture->peer), 0);
+    proto_msg_reset (&msg);
+}
+
+//  The events of a server-sent-events body, in order: each "data:" event's JSON (an
+//  object, or the string "[DONE]"). *pings gets the number of ": ping" comments. Fails
+//  on anything else (every event must end with a blank line).
+static json_t *
+s_sse_events (const char *body, int *pings)
+{
+    json_t *events = json_array ();
+    assert_non_null (events);
+    *pings = 0;
+    const char *at = body;
+    while (*at) {
+        const char *end = strstr (at, "\n\n");
+        if (!end)
+            print_error ("unterminated event: '%s'\n", at);
+        assert_non_null (end);
+        size_t size = (size_t) (end - at);
+        if (size == 6 && memcmp (at, ": ping", 6) == 0)
+            (*pings)++;
+        else
+        if (size == 12 && memcmp (at, "data: [DONE]", 12) == 0)
+            json_array_append_new (events, json_string ("[DONE]"));
+        else
+        if (size > 6 && memcmp (at, "data: ", 6) == 0) {
+            json_t *event = json_loadb (at + 6, size - 6, 0, NULL);
+            if (!event)
+                print_error ("event is not JSON: '%.*s'\n", (int) size, at);
+            assert_non_null (event);
+            json_array_append_new (events, event);
+        }
+        else {
+            print_error ("not an SSE event: '%.*s'\n", (int) size, at);
+            fail ();
+        }
+        at = end + 2;
+    }
+    return events;
+}
+
+//  Check what every chunk of a stream carries; returns its only choice (NULL for the
+//  usage chunk, which has none).
+static json_t *
+s_check_chunk (json_t *event, const char *id, const char *object, bool include_usage)
+{
+    assert_true (json_is_object (event));
+    assert_string_equal (json_string_value (json_object_get (event, "id")), id);
+    assert_string_equal (json_string_value (json_object_get (event, "object")), object);
+    json_int_t created = json_integer_value (json_object_get (event, "created"));
+    assert_true (created > 0 && created <= (json_int_t) time (NULL));
+    assert_string_equal (json_string_value (json_object_get (event, "model")), MODEL);
+    json_t *choices = json_object_get (event, "choices");
+    assert_true (json_is_array (choices));
+    if (json_array_size (choices) == 0) {
+        assert_true (include_usage);
+        assert_true (json_is_object (json_object_get (event, "usage")));
+        return NULL;
+    }
+    if (include_usage)
+        assert_true (json_is_null (json_object_get (event, "usage")));
+    else
+        assert_null (json_object_get (event, "usage"));
+    assert_int_equal (json_array_size (choices), 1);
+    json_t *choice = json_array_get (choices, 0);
+    assert_int_equal (json_integer_value (json_object_get (choice, "index")), 0);
+    assert_true (json_is_null (json_object_get (choice, "logprobs")));
+    return choice;
+}
+
+static void
+s_check_usage_chunk (json_t *event, uint32_t prompt_tokens, uint32_t completion_tokens)
+{
+    json_t *usage = json_object_get (event, "usage");
+    assert_int_equal (json_integer_value (json_object_get (usage, "prompt_tokens")),
+                      prompt_tokens);
+    assert_int_equal (json_integer_value (json_object_get (usage, "completion_tokens")),
+                      completion_tokens);
+    assert_int_equal (json_integer_value (json_object_get (usage, "total_tokens")),
+                      prompt_tokens + completion_tokens);
+}
+
+static const char *
+s_finish_of (json_t *choice)
+{
+    json_t *finish = json_object_get (choice, "finish_reason");
+    assert_non_null (finish);
+    return json_string_value (finish);     //  NULL for JSON null
+}
+
+//  Check a streamed response: 200, SSE headers, events parsed. Returns the events.
+static json_t *
+s_stream_events (response_t *response, const char *version, int *pings)
+{
+    if (response->status != 200)
+        print_error ("status %d, body '%s'\n", response->status, response->body);
+    assert_int_equal (response->status, 200);
+    assert_string_equal (response->content_type, "text/event-stream");
+    if (version)
+        assert_string_equal (response->version, version);
+    return s_sse_events (response->body, pings);
+}
+
+static void
+s_check_chat (fixture_t *fixture, const char *options, const char *version)
+{
+    call_t *call = s_call_start (fixture, options, "POST", "/v1/chat/completions",
+        s_chat_body ("'messages':[{'role':'system','content':'Be brief.'},"
+                     "{'role':'user','content':'Capital of France?'}],"
+                     "'temperature':0,'seed':11,'stop':['END','\\n\\n'],'user':'u'"));
+    proto_msg_t generate = PROTO_MSG_INIT;
+    s_expect_generate_msg (fixture, &generate);
+    s_assert_chat (&generate, "{'messages':[{'role':'system','content':'Be brief.'},"
+                              "{'role':'user','content':'Capital of France?'}],"
+                              "'tool_choice':'none'}");
+    assert_int_equal (generate.max_tokens, 0);         //  up to the context
+    assert_true (generate.temperature == 0.0f);
+    assert_true (generate.seed == 11);
+    assert_int_equal (generate.n_stops, 2);
+    assert_string_equal (generate.stops [0], "END");
+    assert_string_equal (generate.stops [1], "\n\n");
+    uint64_t request_id = generate.request_id;
+    proto_msg_reset (&generate);
+
+    s_send_output (fixture, request_id, "Paris", PROTO_FINISH_NONE, 9, 1);
+    s_send_output (fixture, request_id, "", PROTO_FINISH_NONE, 9, 1);
+    s_send_output (fixture, request_id, ".", PROTO_FINISH_STOP, 9, 3);
+    response_t response = s_call_finish (call);
+    assert_int_equal (response.status, 200);
+    assert_string_equal (response.version, version);
+    assert_string_equal (response.content_type, "application/json");
+    json_t *root = response.json;
+    assert_non_null (root);
+    char id [40];
+    snprintf (id, sizeof id, "chatcmpl-%016" PRIx64, request_id);
+    assert_string_equal (json_string_value (json_object_get (root, "id")), id);
+    assert_string_equal (json_string_value (json_object_get (root, "object")),
+                         "chat.completion");
+    assert_string_equal (json_string_value (json_object_get (root, "model")), MODEL);
+    json_t *choice = json_array_get (json_object_get (root, "choices"), 0);
+    json_t *message = json_object_get (choice, "message");
+    assert_string_equal (json_string_value (json_object_get (message, "role")), "assistant");
+    assert_string_equal (json_string_value (json_object_get (message, "content")), "Paris.");
+    assert_null (json_object_get (message, "tool_calls"));
+    assert_string_equal (s_finish_of (choice), "stop");
+    json_t *usage = json_object_get (root, "usage");
+    assert_int_equal (json_integer_value (json_object_get (usage, "prompt_tokens")), 9);
+    assert_int_equal (json_integer_value (json_object_get (usage, "completion_tokens")), 3);
+    assert_int_equal (json_integer_value (json_object_get (usage, "total_tokens")), 12);
+    s_response_reset (&response);
+}
+
+static void
+test_chat_http1 (void **state)
+{
+    s_check_chat ((fixture_t *) *state, "--http1.1", "1.1");
+}
+
+static void
+test_chat_h2c (void **state)
+{
+    s_check_chat ((fixture_t *) *state, "--http2-prior-knowledge", "2");
+}
+
+//  A streamed chat: role chunk, content deltas, finish chunk, usage chunk when asked
+//  for, [DONE].
+static void
+s_check_chat_stream (fixture_t *fixture, const char *options, const char *version,
+                     bool include_usage)
+{
+    char members [300];
+    snprintf (members, sizeof members,
+              "'messages':[{'role':'user','content':'Hi'}],'max_completion_tokens':8,"
+              "'stream':true%s", include_usage?
+              ",'stream_options':{'include_usage':true}": "");
+    call_t *call = s_call_start (fixture, options, "POST", "/v1/chat/completions",
+                                 s_chat_body (members));
+    proto_msg_t generate = PROTO_MSG_INIT;
+    s_expect_generate_msg (fixture, &generate);
+    assert_int_equal (generate.max_tokens, 8);
+    assert_int_equal (generate.n_stops, 0);
+    uint64_t request_id = generate.request_id;
+    proto_msg_reset (&generate);
+
+    s_send_output (fixture, request_id, "Hel", PROTO_FINISH_NONE, 4, 1);
+    s_send_output (fixture, request_id, "", PROTO_FINISH_NONE, 4, 1);
+    s_send_output (fixture, request_id, "lo \xF0\x9F\x98\x80", PROTO_FINISH_NONE, 4, 2);
+    s_send_output (fixture, request_id, "!", PROTO_FINISH_LENGTH, 4, 8);
+    response_t response = s_call_finish (call);
+    int pings;
+    json_t *events = s_stream_events (&response, version, &pings);
+    char id [40];
+    snprintf (id, sizeof id, "chatcmpl-%016" PRIx64, request_id);
+    //  role, 3 deltas, finish, (usage), [DONE]
+    size_t expected_count = include_usage? 7: 6;
+    if (json_array_size (events) != expected_count)
+        print_error ("body: %s\n", response.body);
+    assert_int_equal (json_array_size (events), expected_count);
+
+    json_t *choice = s_check_chunk (json_array_get (events, 0), id, "chat.completion.chunk",
+                                    include_usage);
+    json_t *delta = json_object_get (choice, "delta");
+    assert_int_equal (json_object_size (delta), 2);
+    assert_string_equal (json_string_value (json_object_get (delta, "role")), "assistant");
+    assert_string_equal (json_string_value (json_object_get (delta, "content")), "");
+    assert_null (s_finish_of (choice));
+
+    const char *contents [] = { "Hel", "lo \xF0\x9F\x98\x80", "!" };
+    for (size_t index = 0; index < 3; index++) {
+        choice = s_check_chunk (json_array_get (events, 1 + index), id,
+                                "chat.completion.chunk", include_usage);
+        delta = json_object_get (choice, "delta");
+        assert_int_equal (json_object_size (delta), 1);
+        assert_string_equal (json_string_value (json_object_get (delta, "content")),
+                             contents [index]);
+        assert_null (s_finish_of (choice));
+    }
+    choice = s_check_chunk (json_array_get (events, 4), id, "chat.completion.chunk",
+                            include_usage);
+    assert_int_equal (json_object_size (json_object_get (choice, "delta")), 0);
+    assert_string_equal (s_finish_of (choice), "length");
+    if (include_usage) {
+        json_t *usage_chunk = json_array_get (events, 5);
+        assert_null (s_check_chunk (usage_chunk, id, "chat.completion.chunk", true));
+        s_check_usage_chunk (usage_chunk, 4, 8);
+    }
+    assert_string_equal (json_string_value (json_array_get (events, expected_count - 1)),
+                         "[DONE]");
+    json_decref (events);
+    s_response_reset (&response);
+}
+
+static void
+test_chat_stream_http1 (void **state)
+{
+    s_check_chat_stream ((fixture_t *) *state, "--http1.1", "1.1", true);
+    s_check_chat_stream ((fixture_t *) *state, "--http1.1", "1.1", false);
+}
+
+static void
+test_chat_stream_h2c (void **state)
+{
+    s_check_chat_stream ((fixture_t *) *state, "--http2-prior-knowledge", "2", true);
+    s_check_chat_stream ((fixture_t *) *state, "--http2-prior-knowledge", "2", false);
+}
+
+#define TOOL_WEATHER "{'type':'function','function':{'name':'get_weather'," \
+                     "'parameters':{'type':'object','properties':{'location':{'type':'string'}}}}}"
+
+static void
+test_chat_tool_calls (void **state)
+{
+    fixture_t *fixture = (fixture_t *) *state;
+    call_t *call = s_call_start (fixture, "", "POST", "/v1/chat/completions",
+        s_chat_body ("'messages':[{'role':'user','content':'Weather in Paris?'}],"
+                     "'tools':[" TOOL_WEATHER "]"));
+    proto_msg_t generate = PROTO_MSG_INIT;
+    s_expect_generate_msg (fixture, &generate);
+    s_assert_chat (&generate, "{'messages':[{'role':'user','content':'Weather in Paris?'}],"
+                              "'tools':[" TOOL_WEATHER "],'tool_choice':'auto'}");
+    uint64_t request_id = generate.request_id;
+    proto_msg_reset (&generate);
+
+    //  The first delta of each index has id, type and name; later ones add arguments.
+    s_send_output_calls (fixture, request_id, "", "[{'index':0,'id':'call_1',"
+                         "'type':'function','function':{'name':'get_weather',"
+                         "'arguments':''}}]", PROTO_FINISH_NONE, 20, 5);
+    s_send_output_calls (fixture, request_id, "", "[{'index':0,'function':{'arguments':"
+                         "'{\\'location\\': '}}]", PROTO_FINISH_NONE, 20, 10);
+    s_send_output_calls (fixture, request_id, "", "[{'index':0,'function':{'arguments':"
+                         "'\\'Paris\\'}'}},{'index':1,'id':'call_2','type':'function',"
+                         "'function':{'name':'get_weather','arguments':'{}'}}]",
+                         PROTO_FINISH_NONE, 20, 15);
+    //  Malformed deltas from the tokenizer are skipped, not fatal.
+    s_send_output_calls (fixture, request_id, "", "{'not':'an array'}",
+                         PROTO_FINISH_NONE, 20, 16);
+    s_send_output (fixture, request_id, "", PROTO_FINISH_TOOL_CALLS, 20, 17);
+    response_t response = s_call_finish (call);
+    assert_int_equal (response.status, 200);
+    json_t *choice = json_array_get (json_object_get (response.json, "choices"), 0);
+    assert_string_equal (s_finish_of (choice), "tool_calls");
+    json_t *message = json_object_get (choice, "message");
+    assert_non_null (json_object_get (message, "content"));
+    assert_true (json_is_null (json_object_get (message, "content")));
+    json_t *expected = s_json_quoted (
+        "[{'id':'call_1','type':'function','function':{'name':'get_weather',"
+        "'arguments':'{\\'location\\': \\'Paris\\'}'}},"
+        "{'id':'call_2','type':'function','function':{'name':'get_weather',"
+        "'arguments':'{}'}}]");
+    if (!json_equal (json_object_get (message, "tool_calls"), expected))
+        print_error ("body: %s\n", response.body);
+    assert_true (json_equal (json_object_get (message, "tool_calls"), expected));
+    json_decref (expected);
+    s_response_reset (&response);
+}
+
+static void
+test_chat_tool_calls_stream (void **state)
+{
+    fixture_t *fixture = (fixture_t *) *state;
+    call_t *call = s_call_start (fixture, "--http2-prior-knowledge", "POST",
+        "/v1/chat/completions",
+        s_chat_body ("'messages':[{'role':'user','content':'Weather?'}],"
+                     "'tools':[" TOOL_WEATHER "],'tool_choice':'auto','stream':true,"
+                     "'parallel_tool_calls':true"));
+    uint64_t request_id = s_expect_generate (fixture, NULL);
+    const char *first = "[{'index':0,'id':'call_1','type':'function',"
+                        "'function':{'name':'get_weather','arguments':''}}]";
+    const char *second = "[{'index':0,'function':{'arguments':'{}'}}]";
+    s_send_output_calls (fixture, request_id, "Checking.", first, PROTO_FINISH_NONE, 5, 3);
+    s_send_output_calls (fixture, request_id, "", second, PROTO_FINISH_TOOL_CALLS, 5, 6);
+    response_t response = s_call_finish (call);
+    int pings;
+    json_t *events = s_stream_events (&response, "2", &pings);
+    char id [40];
+    snprintf (id, sizeof id, "chatcmpl-%016" PRIx64, request_id);
+    //  role, content + calls, calls, finish, [DONE]
+    assert_int_equal (json_array_size (events), 5);
+    s_check_chunk (json_array_get (events, 0), id, "chat.completion.chunk", false);
+
+    json_t *choice = s_check_chunk (json_array_get (events, 1), id, "chat.completion.chunk",
+                                    false);
+    json_t *delta = json_object_get (choice, "delta");
+    assert_string_equal (json_string_value (json_object_get (delta, "content")), "Checking.");
+    json_t *expected = s_json_quoted (first);
+    assert_true (json_equal (json_object_get (delta, "tool_calls"), expected));
+    json_decref (expected);
+
+    choice = s_check_chunk (json_array_get (events, 2), id, "chat.completion.chunk", false);
+    delta = json_object_get (choice, "delta");
+    assert_int_equal (json_object_size (delta), 1);
+    expected = s_json_quoted (second);
+    assert_true (json_equal (json_object_get (delta, "tool_calls"), expected));
+    json_decref (expected);
+
+    choice = s_check_chunk (json_array_get (events, 3), id, "chat.completion.chunk", false);
+    assert_int_equal (json_object_size (json_object_get (choice, "delta")), 0);
+    assert_string_equal (s_finish_of (choice), "tool_calls");
+    assert_string_equal (json_string_value (json_array_get (events, 4)), "[DONE]");
+    json_decref (events);
+    s_response_reset (&response);
+}
+
+static void
+test_chat_tools_need_auto_flag (void **state)
+{
+    fixture_t *fixture = (fixture_t *) *state;
+    //  Started without --enable-auto-tool-choice: tools with tool_choice auto (the
+    //  default) are refused with vLLM's message.
+    response_t response = s_call (fixture, "", "POST", "/v1/chat/completions",
+        s_chat_body ("'messages':[{'role':'user','content':'Hi'}],"
+                     "'tools':[" TOOL_WEATHER "]"));
+    assert_int_equal (response.status, 400);
+    s_assert_error_body (&response, "invalid_request_error", "tool_choice",
+                         "\"auto\" tool choice requires --enable-auto-tool-choice and "
+                         "--tool-call-parser to be set");
+    s_response_reset (&response);
+    s_expect_nothing (fixture, 50);
+
+    //  tool_choice "none": accepted; the tokenizer gets the tools and "none".
+    call_t *call = s_call_start (fixture, "", "POST", "/v1/chat/completions",
+        s_chat_body ("'messages':[{'role':'user','content':'Hi'}],"
+                     "'tools':[" TOOL_WEATHER "],'tool_choice':'none'"));
+    proto_msg_t generate = PROTO_MSG_INIT;
+    s_expect_generate_msg (fixture, &generate);
+    s_assert_chat (&generate, "{'messages':[{'role':'user','content':'Hi'}],"
+                              "'tools':[" TOOL_WEATHER "],'tool_choice':'none'}");
+    uint64_t request_id = generate.request_id;
+    proto_msg_reset (&generate);
+    s_send_output (fixture, request_id, "Hello", PROTO_FINISH_STOP, 3, 2);
+    response = s_call_finish (call);
+    assert_int_equal (response.status, 200);
+    json_t *message = json_object_get (json_array_get (json_object_get (response.json,
+                                                                        "choices"), 0),
+                                       "message");
+    assert_string_equal (json_string_value (json_object_get (message, "content")), "Hello");
+    s_response_reset (&response);
+}
+
+static void
+test_chat_invalid_requests (void **state)
+{
+    fixture_t *fixture = (fixture_t *) *state;
+    response_t response = s_call (fixture, "", "POST", "/v1/chat/completions",
+                                  s_chat_body ("'stream':true"));
+    assert_int_equal (response.status, 400);
+    s_assert_error_body (&response, "invalid_request_error", "messages",
+                         "Missing required parameter: 'messages'");
+    s_response_reset (&response);
+
+    response = s_call (fixture, "--http2-prior-knowledge", "POST", "/v1/chat/completions",
+        s_chat_body ("'messages':[{'role':'user','content':[{'type':'image_url',"
+                     "'image_url':{'url':'http://x/y.png'}}]}]"));
+    assert_int_equal (response.status, 400);
+    s_assert_error_body (&response, "invalid_request_error", "messages[0].content[0].type",
+                         "only text content is supported");
+    s_response_reset (&response);
+
+    response = s_call (fixture, "", "POST", "/v1/chat/completions",
+        "{\"model\":\"other\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}");
+    assert_int_equal (response.status, 404);
+    s_response_reset (&response);
+
+    response = s_call (fixture, "", "POST", "/v1/chat/completions",
+        s_chat_body ("'messages':[{'role':'user','content':'Hi'}],'n':3"));
+    assert_int_equal (response.status, 400);
+    s_assert_error_body (&response, "invalid_request_error", "n", "only n=1");
+    s_response_reset (&response);
+
+    response = s_call (fixture, "", "GET", "/v1/chat/completions", NULL);
+    assert_int_equal (response.status, 405);
+    s_assert_error_body (&response, "invalid_request_error", NULL, "use POST");
+    s_response_reset (&response);
+    s_expect_nothing (fixture, 50);
+}
+
+static void
+s_check_completion_stream (fixture_t *fixture, const char *options, const char *version)
+{
+    call_t *call = s_call_start (fixture, options, "POST", "/v1/completions",
+        s_body ("\"prompt\":\"Once\",\"stream\":true,\"stop\":[\"END\",\"\\n\"],"
+                "\"stream_options\":{\"include_usage\":true}"));
+    proto_msg_t generate = PROTO_MSG_INIT;
+    s_expect_generate_msg (fixture, &generate);
+    assert_string_equal (generate.text, "Once");
+    assert_null (generate.chat);
+    assert_int_equal (generate.max_tokens, 16);
+    assert_int_equal (generate.n_stops, 2);
+    assert_string_equal (generate.stops [0], "END");
+    assert_string_equal (generate.stops [1], "\n");
+    uint64_t request_id = generate.request_id;
+    proto_msg_reset (&generate);
+
+    s_send_output (fixture, request_id, " upon", PROTO_FINISH_NONE, 2, 1);
+    s_send_output (fixture, request_id, " a time", PROTO_FINISH_STOP, 2, 3);
+    response_t response = s_call_finish (call);
+    int pings;
+    json_t *events = s_stream_events (&response, version, &pings);
+    char id [40];
+    snprintf (id, sizeof id, "cmpl-%016" PRIx64, request_id);
+    //  2 texts, finish, usage, [DONE]
+    assert_int_equal (json_array_size (events), 5);
+    const char *texts [] = { " upon", " a time" };
+    for (size_t index = 0; index < 2; index++) {
+        json_t *choice = s_check_chunk (json_array_get (events, index), id,
+                                        "text_completion", true);
+        assert_string_equal (json_string_value (json_object_get (choice, "text")),
+                             texts [index]);
+        assert_null (s_finish_of (choice));
+    }
+    json_t *choice = s_check_chunk (json_array_get (events, 2), id, "text_completion", true);
+    assert_string_equal (json_string_value (json_object_get (choice, "text")), "");
+    assert_string_equal (s_finish_of (choice), "stop");
+    assert_null (s_check_chunk (json_array_get (events, 3), id, "text_completion", true));
+    s_check_usage_chunk (json_array_get (events, 3), 2, 3);
+    assert_string_equal (json_string_value (json_array_get (events, 4)), "[DONE]");
+    json_decref (events);
+    s_response_reset (&response);
+}
+
+static void
+test_completion_stream_http1 (void **state)
+{
+    s_check_completion_stream ((fixture_t *) *state, "--http1.1", "1.1");
+}
+
+static void
+test_completion_stream_h2c (void **state)
+{
+    s_check_completion_stream ((fixture_t *) *state, "--http2-prior-knowledge", "2");
+}
+
+static void
+s_check_stream_error (fixture_t *fixture, const char *options)
+{
+    //  An ERROR after the stream started: an error event, then [DONE].
+    call_t *call = s_call_start (fixture, options, "POST", "/v1/chat/completions",
+        s_chat_body ("'messages':[{'role':'user','content':'Hi'}],'stream':true"));
+    uint64_t request_id = s_expect_generate (fixture, NULL);
+    s_send_output (fixture, request_id, "partial", PROTO_FINISH_NONE, 1, 1);
+    s_send_error (fixture, request_id, 503, "the worker died");
+    response_t response = s_call_finish (call);
+    int pings;
+    json_t *events = s_stream_events (&response, NULL, &pings);
+    //  role, "partial", error, [DONE]
+    assert_int_equal (json_array_size (events), 4);
+    json_t *choice = json_array_get (json_object_get (json_array_get (events, 1), "choices"),
+                                     0);
+    assert_string_equal (json_string_value (json_object_get (json_object_get (choice, "delta"),
+                                                             "content")), "partial");
+    json_t *error = json_object_get (json_array_get (events, 2), "error");
+    assert_true (json_is_object (error));
+    assert_string_equal (json_string_value (json_object_get (error, "message")),
+                         "the worker died");
+    assert_string_equal (json_string_value (json_object_get (error, "type")), "server_error");
+    assert_string_equal (json_string_value (json_array_get (events, 3)), "[DONE]");
+    json_decref (events);
+    s_response_reset (&response);
+
+    //  An ERROR before anything was sent: an ordinary JSON error with its status.
+    call = s_call_start (fixture, options, "POST", "/v1/completions",
+                         s_body ("\"prompt\":\"long\",\"stream\":true"));
+    request_id = s_expect_generate (fixture, "long");
+    s_send_error (fixture, request_id, 400, "the prompt is too long: 600 tokens");
+    response = s_call_finish (call);
+    assert_int_equal (response.status, 400);
+    assert_string_equal (response.content_type, "application/json");
+    s_assert_error_body (&response, "invalid_request_error", NULL, "600 tokens");
+    s_response_reset (&response);
+}
+
+static void
+test_stream_error_http1 (void **state)
+{
+    s_check_stream_error ((fixture_t *) *state, "--http1.1");
+}
+
+static void
+test_stream_error_h2c (void **state)
+{
+    s_check_stream_error ((fixture_t *) *state, "--http2-prior-knowledge");
+}
+
+static void
+s_check_stream_disconnect (fixture_t *fixture, const char *options)
+{
+    char curl_options [128];
+    snprintf (curl_options, sizeof curl_options, "--max-time 1 %s", options);
+    call_t *call = s_call_start (fixture, curl_options, "POST", "/v1/chat/completions",
+        s_chat_body ("'messages':[{'role':'user','content':'Tell me a story'}],"
+                     "'stream':true"));
+    uint64_t request_id = s_expect_generate (fixture, NULL);
+    s_send_output (fixture, request_id, "Once", PROTO_FINISH_NONE, 4, 1);
+    s_send_output (fixture, request_id, " upon", PROTO_FINISH_NONE, 4, 2);
+    response_t response = s_call_finish (call);
+    assert_int_equal (response.exit_code, 28);      //  curl timed out mid-stream
+    assert_non_null (strstr (response.body, "\"content\":\"Once\""));
+    s_response_reset (&response);
+
+    proto_msg_t cancel = PROTO_MSG_INIT;
+    assert_int_equal (s_tokenizer_recv (fixture, &cancel, WAIT_MSEC), 0);
+    assert_int_equal (cancel.kind, PROTO_CANCEL);
+    assert_true (cancel.request_id == request_id);
+    proto_msg_reset (&cancel);
+
+    //  Late messages for the gone request are ignored.
+    s_send_output (fixture, request_id, " a time", PROTO_FINISH_NONE, 4, 3);
+    s_send_output (fixture, request_id, "", PROTO_FINISH_STOP, 4, 4);
+    s_send_error (fixture, request_id, 500, "late");
+    response = s_call (fixture, options, "GET", "/v1/models", NULL);
+    assert_int_equal (response.status, 200);
+    s_response_reset (&response);
+    s_expect_nothing (fixture, 100);
+}
+
+static void
+test_stream_disconnect_http1 (void **state)
+{
+    s_check_stream_disconnect ((fixture_t *) *state, "--http1.1");
+}
+
+static void
+test_stream_disconnect_h2c (void **state)
+{
+    s_check_stream_disconnect ((fixture_t *) *state, "--http2-prior-knowledge");
+}
+
+//  While nothing comes (a long prefill), the stream starts after a second and says
+//  ": ping" every second.
+static void
+test_stream_pings (void **state)
+{
+    fixture_t *fixture = (fixture_t *) *state;
+    call_t *call = s_call_start (fixture, "", "POST", "/v1/chat/completions",
+        s_chat_body ("'messages':[{'role':'user','content':'Hi'}],'stream':true"));
+    uint64_t request_id = s_expect_generate (fixture, NULL);
+    zclock_sleep (2300);
+    s_send_output (fixture, request_id, "Hi!", PROTO_FINISH_STOP, 2, 2);
+    response_t response = s_call_finish (call);
+    int pings;
+    json_t *events = s_stream_events (&response, "1.1", &pings);
+    assert_true (pings >= 2);
+    //  The role chunk still comes first: role, "Hi!", finish, [DONE].
+    assert_int_equal (json_array_size (events), 4);
+    json_t *delta = json_object_get (json_array_get (json_object_get (
+        json_array_get (events, 0), "choices"), 0), "delta");
+    assert_string_equal (json_string_value (json_object_get (delta, "role")), "assistant");
+    assert_true (strncmp (response.body, "data: ", 6) == 0);
+    json_decref (events);
+    s_response_reset (&response);
+
+    //  An ERROR once the stream has started (by a ping) is an event.
+    call = s_call_start (fixture, "--http2-prior-knowledge", "POST", "/v1/completions",
+                         s_body ("\"prompt\":\"slow\",\"stream\":true"));
+    request_id = s_expect_generate (fixture, "slow");
+    zclock_sleep (1300);
+    s_send_error (fixture, request_id, 400, "too long");
+    response = s_call_finish (call);
+    events = s_stream_events (&response, "2", &pings);
+    assert_true (pings >= 1);
+    assert_int_equal (json_array_size (events), 2);
+    assert_non_null (json_object_get (json_array_get (events, 0), "error"));
+    assert_string_equal (json_string_value (json_array_get (events, 1)), "[DONE]");
+    json_decref (events);
+    s_response_reset (&response);
+}
+
+//  Many OUTPUTs at once: what arrives while a send waits for proceed is queued and
+//  coalesced; nothing is lost, nothing comes twice, over both protocols at once.
+static void
+test_stream_many_chunks (void **state)
+{
+    fixture_t *fixture = (fixture_t *) *state;
+    enum { PIECES = 2000 };
+    call_t *calls [2];
+    uint64_t ids [2];
+    calls [0] = s_call_start (fixture, "--http1.1", "POST", "/v1/completions",
+                              s_body ("\"prompt\":\"count\",\"stream\":true,"
+                                      "\"max_tokens\":5000"));
+    ids [0] = s_expect_generate (fixture, "count");
+    calls [1] = s_call_start (fixture, "--http2-prior-knowledge", "POST",
+                              "/v1/chat/completions",
+                              s_chat_body ("'messages':[{'role':'user','content':'count'}],"
+                                           "'stream':true"));
+    ids [1] = s_expect_generate (fixture, NULL);
+    for (int piece = 0; piece < PIECES; piece++) {
+        char text [16];
+        snprintf (text, sizeof text, "%d,", piece);
+        for (int index = 0; index < 2; index++)
+            s_send_output (fixture, ids [index], text, PROTO_FINISH_NONE, 1,
+                           (uint32_t) piece + 1);
+    }
+    for (int index = 0; index < 2; index++)
+        s_send_output (fixture, ids [index], "", PROTO_FINISH_LENGTH, 1, PIECES);
+    for (int index = 0; index < 2; index++) {
+        response_t response = s_call_finish (calls [index]);
+        int pings;
+        json_t *events = s_stream_events (&response, index? "2": "1.1", &pings);
+        size_t count = json_array_size (events);
+        //  completions: pieces, finish, [DONE]; chat: role first
+        assert_int_equal (count, PIECES + 2 + (size_t) index);
+        for (int piece = 0; piece < PIECES; piece++) {
+            char text [16];
+            snprintf (text, sizeof text, "%d,", piece);
+            json_t *choice = json_array_get (json_object_get (
+                json_array_get (events, (size_t) (piece + index)), "choices"), 0);
+            json_t *value = index? json_object_get (json_object_get (choice, "delta"),
+                                                    "content")
+                                 : json_object_get (choice, "text");
+            assert_string_equal (json_string_value (value), text);
+        }
+        assert_string_equal (json_string_value (json_array_get (events, count - 1)),
+                             "[DONE]");
+        json_decref (events);
+        s_response_reset (&response);
+    }
+}
+
+static void
+test_stream_peer_down (void **state)
+{
+    fixture_t *fixture = (fixture_t *) *state;
+    call_t *call = s_call_start (fixture, "--http2-prior-knowledge", "POST",
+                                 "/v1/chat/completions",
+        s_chat_body ("'messages':[{'role':'user','content':'Hi'}],'stream':true"));
+    uint64_t request_id = s_expect_generate (fixture, NULL);
+    s_send_output (fixture, request_id, "Hel", PROTO_FINISH_NONE, 1, 1);
+    //  Make sure the first chunk is out before the pipeline goes down.
+    zclock_sleep (100);
+    assert_int_equal (zstr_send (fixture->actor, "PEER_DOWN"), 0);
+    response_t response = s_call_finish (call);
+    int pings;
+    json_t *events = s_stream_events (&response, "2", &pings);
+    size_t count = json_array_size (events);
+    assert_true (count >= 3);
+    json_t *error = json_object_get (json_array_get (events, count - 2), "error");
+    assert_non_null (error);
+    assert_non_null (strstr (json_string_value (json_object_get (error, "message")),
+                             "went down"));
+    assert_string_equal (json_string_value (json_array_get (events, count - 1)), "[DONE]");
+    json_decref (events);
+    s_response_reset (&response);
+    proto_msg_t cancel = PROTO_MSG_INIT;
+    assert_int_equal (s_tokenizer_recv (fixture, &cancel, WAIT_MSEC), 0);
+    assert_int_equal (cancel.kind, PROTO_CANCEL);
+    assert_true (cancel.request_id == request_id);
+    proto_msg_reset (&cancel);
+}
+
+static void
+test_term_with_stream_in_flight (void **state)
+{
+    fixture_t *fixture = (fixture_t *) *state;
+    call_t *calls [2];
+    calls [0] = s_call_start (fixture, "", "POST", "/v1/completions",
+                              s_body ("\"prompt\":\"one\",\"stream\":true"));
+    uint64_t first = s_expect_generate (fixture, "one");
+    s_send_output (fixture, first, "1", PROTO_FINISH_NONE, 1, 1);
+    calls [1] = s_call_start (fixture, "--http2-prior-knowledge", "POST",
+                              "/v1/chat/completions",
+        s_chat_body ("'messages':[{'role':'user','content':'two'}],'stream':true"));
+    uint64_t second = s_expect_generate (fixture, NULL);
+    s_send_output (fixture, second, "2", PROTO_FINISH_NONE, 1, 1);
+    zclock_sleep (100);
+    int64_t started = zclock_mono ();
+    zactor_destroy (&fixture->actor);
+    assert_true (zclock_mono () - started < 3000);
+    for (int index = 0; index < 2; index++) {
+        response_t response = s_call_finish (calls [index]);
+        int pings;
+        json_t *events = s_stream_events (&response, NULL, &pings);
+        size_t count = json_array_size (events);
+        assert_true (count >= 3);
+        json_t *error = json_object_get (json_array_get (events, count - 2), "error");
+        assert_non_null (strstr (json_string_value (json_object_get (error, "message")),
+                                 "shutting down"));
+        assert_string_equal (json_string_value (json_array_get (events, count - 1)),
+                             "[DONE]");
+        json_decref (events);
+        s_response_reset (&response);
+    }
+}
+
 int
 main (void)
 {
@@ -913,6 +1734,25 @@ main (void)
         cmocka_unit_test_setup_teardown (test_term_with_request_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown (test_idle_connections_at_term, setup, teardown),
         cmocka_unit_test_setup_teardown (test_bind_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_chat_http1, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_chat_h2c, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_chat_stream_http1, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_chat_stream_h2c, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_chat_tool_calls, setup_auto_tools, teardown),
+        cmocka_unit_test_setup_teardown (test_chat_tool_calls_stream, setup_auto_tools,
+                                         teardown),
+        cmocka_unit_test_setup_teardown (test_chat_tools_need_auto_flag, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_chat_invalid_requests, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_completion_stream_http1, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_completion_stream_h2c, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_stream_error_http1, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_stream_error_h2c, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_stream_disconnect_http1, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_stream_disconnect_h2c, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_stream_pings, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_stream_many_chunks, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_stream_peer_down, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_term_with_stream_in_flight, setup, teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
