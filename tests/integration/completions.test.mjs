@@ -96,6 +96,34 @@ test('16 concurrent requests over both protocols all get their own right answer'
   }
 });
 
+for (const http2 of [false, true]) {
+  test(`a streamed completion gives the same text in SSE chunks (${http2 ? 'h2c' : 'HTTP/1.1'})`,
+       () => {
+    const c = stories[1];
+    const r = postJson(`${server.url}/v1/completions`,
+      { model: 'stories260K', prompt: c.prompt, max_tokens: c.n_predict, temperature: 0,
+        stream: true, stream_options: { include_usage: true } }, { http2 });
+    assert.equal(r.status, 200, r.body);
+    const events = r.body.split('\n\n').filter((e) => e.startsWith('data: '))
+      .map((e) => e.slice(6));
+    assert.equal(events.at(-1), '[DONE]');
+    const chunks = events.slice(0, -1).map((e) => JSON.parse(e));
+    let text = '';
+    let finish = null;
+    for (const chunk of chunks.slice(0, -1)) {
+      assert.equal(chunk.object, 'text_completion');
+      assert.equal(chunk.usage, null);
+      text += chunk.choices[0].text;
+      finish = chunk.choices[0].finish_reason ?? finish;
+    }
+    assert.equal(text, c.output_text);
+    assert.equal(finish, 'length');
+    const usage = chunks.at(-1);
+    assert.deepEqual(usage.choices, []);
+    assert.equal(usage.usage.completion_tokens, c.n_predict);
+  });
+}
+
 test('GET /v1/models and /health', () => {
   const models = curl([`${server.url}/v1/models`]);
   assert.equal(models.status, 200);
@@ -130,7 +158,7 @@ for (const http2 of [false, true]) {
     checkError(postJson(url, { model, prompt: 'x', temperature: -1 }, { http2 }), 400,
                'temperature');
     checkError(postJson(url, { model, prompt: 7 }, { http2 }), 400, 'prompt');
-    checkError(postJson(url, { model, prompt: 'x', stream: true }, { http2 }), 400, 'stream');
+    checkError(postJson(url, { model, prompt: 'x', stream: 'yes' }, { http2 }), 400, 'stream');
     checkError(postJson(url, { prompt: 'x', model: 'gpt-4' }, { http2 }), 404, 'model');
     checkError(postJson(`${server.url}/v1/nothing`, { model, prompt: 'x' }, { http2 }), 404);
     checkError(curl([http2 ? '--http2-prior-knowledge' : '--http1.1', url]), 405);
@@ -164,6 +192,13 @@ test('the official OpenAI Node SDK gets the same completion', async () => {
     model: 'stories260K', prompt: stories[0].prompt, max_tokens: 48, temperature: 0 });
   assert.equal(completion.choices[0].text, stories[0].output_text);
   assert.equal(completion.usage.completion_tokens, 48);
+  const stream = await client.completions.create({
+    model: 'stories260K', prompt: stories[0].prompt, max_tokens: 48, temperature: 0,
+    stream: true });
+  let streamed = '';
+  for await (const chunk of stream)
+    streamed += chunk.choices[0]?.text ?? '';
+  assert.equal(streamed, stories[0].output_text);
   const models = await client.models.list();
   assert.equal(models.data[0].id, 'stories260K');
   await assert.rejects(client.completions.create({ model: 'stories260K', prompt: 'x',
