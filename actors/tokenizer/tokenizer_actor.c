@@ -1,18 +1,21 @@
 /*  tokenizer_actor — between text and token ids, for every request. See tokenizer_actor.h.
 
     Where a request goes next:
-        GENERATE -> s_handle_generate (tokenize) -> SUBMIT to the scheduler
-        TOKENS   -> s_handle_tokens (detokenize) -> OUTPUT to the frontend
-        ERROR    -> s_handle_error               -> ERROR to the frontend
+        GENERATE -> s_handle_generate (s_render_chat, s_tokenize) -> SUBMIT to the scheduler
+        TOKENS   -> s_handle_tokens (output_text)                 -> OUTPUT to the frontend
+        ERROR    -> s_handle_scheduler_error                      -> ERROR to the frontend
 */
 #include "tokenizer_actor.h"
-#include "detok.h"
+#include "chat_template.h"
 #include "gguf.h"
+#include "output_text.h"
 #include "protocol.h"
+#include "tool_parser.h"
 #include "vocab.h"
 #include "zlog.h"
 
 #include <inttypes.h>
+#include <jansson.h>
 #include <string.h>
 
 #define ACTOR "tokenizer"
@@ -21,7 +24,7 @@
 typedef struct {
     uint64_t id;
     zframe_t *reply_to;             //  routing id of the frontend that sent it
-    detok_t *detok;
+    output_text_t *output;
     uint32_t prompt_tokens;
     uint32_t completion_tokens;
 } request_t;
@@ -33,6 +36,12 @@ typedef struct {
     zsock_t *scheduler;             //  DEALER to the scheduler's inbox
     zpoller_t *poller;
     vocab_t *vocab;
+    chat_template_t *chat_template; //  NULL: the model has none and none was given
+    char chat_template_error [256]; //  why, for chat requests
+    bool parse_tools;               //  --tool-call-parser was given
+    tool_parser_format_t tool_format;
+    uint32_t stop_tokens [64];      //  the model's end-of-generation tokens
+    uint32_t n_stop_tokens;
     zhashx_t *requests;             //  "%016x" id -> request_t *
     bool scheduler_down;
     bool terminated;
@@ -47,7 +56,7 @@ s_request_destroy (request_t **self_p)
     if (!self)
         return;
     zframe_destroy (&self->reply_to);
-    detok_destroy (&self->detok);
+    output_text_destroy (&self->output);
     free (self);
     *self_p = NULL;
 }
@@ -102,6 +111,70 @@ s_send_error (tokenizer_t *self, uint64_t id, zframe_t *reply_to, uint32_t statu
     proto_msg_reset (&msg);
 }
 
+//  Render a chat request (JSON text from the frontend) into a prompt. Returns a heap
+//  string, or NULL with the reason in err. *tools says whether its tool calls are parsed.
+static char *
+s_render_chat (tokenizer_t *self, const char *chat, bool *tools, char *err, size_t err_size)
+{
+    if (!self->chat_template) {
+        snprintf (err, err_size, "%s", self->chat_template_error);
+        return NULL;
+    }
+    json_error_t json_error;
+    json_t *request = json_loads (chat, 0, &json_error);
+    if (!json_is_object (request)) {
+        snprintf (err, err_size, "the chat request is not a JSON object: %s", json_error.text);
+        json_decref (request);
+        return NULL;
+    }
+    const char *tool_choice = json_string_value (json_object_get (request, "tool_choice"));
+    *tools = self->parse_tools && json_array_size (json_object_get (request, "tools")) > 0
+          && (!tool_choice || strcmp (tool_choice, "none") != 0);
+    chat_template_options_t options = { .add_generation_prompt = true, .now = 0 };
+    char *prompt = chat_template_render (self->chat_template, request, &options, err,
+                                         err_size);
+    json_decref (request);
+    return prompt;
+}
+
+//  Tokenize a prompt with special tokens recognised. BOS is added as the model asks,
+//  unless the prompt already starts with it (a chat template that writes bos_token).
+//  Returns the count and a heap array in *ids, or -1 with the reason in err.
+static int64_t
+s_tokenize (tokenizer_t *self, const char *text, uint32_t **ids, bool *out_of_memory,
+            char *err, size_t err_size)
+{
+    size_t length = strlen (text);
+    bool add_bos = vocab_add_bos (self->vocab);
+    uint32_t bos = vocab_bos (self->vocab);
+    const char *bos_text = bos != UINT32_MAX ? vocab_token_text (self->vocab, bos) : NULL;
+    if (add_bos && bos_text && bos_text [0] && strncmp (text, bos_text, strlen (bos_text)) == 0)
+        add_bos = false;
+    //  A first guess at the number of tokens; vocab_tokenize says when it needs more.
+    size_t max_ids = length / 2 + 16;
+    *ids = NULL;
+    *out_of_memory = false;
+    while (true) {
+        uint32_t *grown = (uint32_t *) realloc (*ids, max_ids * sizeof (uint32_t));
+        if (!grown) {
+            snprintf (err, err_size, "out of memory");
+            *out_of_memory = true;
+            return -1;
+        }
+        *ids = grown;
+        int64_t n_ids = vocab_tokenize_special (self->vocab, text, length, add_bos, *ids,
+                                                max_ids, err, err_size);
+        if (n_ids < 0 || (size_t) n_ids <= max_ids)
+            return n_ids;
+        if (n_ids > PROTO_MAX_TOKENS) {
+            snprintf (err, err_size, "the prompt has %" PRId64 " tokens; at most %u are "
+                      "accepted", n_ids, PROTO_MAX_TOKENS);
+            return -1;
+        }
+        max_ids = (size_t) n_ids;
+    }
+}
+
 static void
 s_handle_generate (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
 {
@@ -113,36 +186,27 @@ s_handle_generate (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
         s_send_error (self, msg->request_id, reply_to, 400, "duplicate request id");
         return;
     }
-    const char *text = msg->text ? msg->text : "";
-    size_t length = strlen (text);
-    char err [256] = "";
-    //  A first guess at the number of tokens; vocab_tokenize says when it needs more.
-    size_t max_ids = length / 2 + 16;
-    uint32_t *ids = NULL;
-    int64_t n_ids = -1;
-    bool out_of_memory = false;
-    while (true) {
-        uint32_t *grown = (uint32_t *) realloc (ids, max_ids * sizeof (uint32_t));
-        if (!grown) {
-            snprintf (err, sizeof err, "out of memory");
-            out_of_memory = true;
-            n_ids = -1;
-            break;
+    char err [512] = "";
+    bool tools = false;
+    char *rendered = NULL;
+    if (msg->chat) {
+        rendered = s_render_chat (self, msg->chat, &tools, err, sizeof err);
+        if (!rendered) {
+            char message [600];
+            snprintf (message, sizeof message, "the chat template could not render this "
+                      "request: %s", err);
+            s_send_error (self, msg->request_id, reply_to, 400, message);
+            return;
         }
-        ids = grown;
-        n_ids = vocab_tokenize (self->vocab, text, length, vocab_add_bos (self->vocab), ids,
-                                max_ids, err, sizeof err);
-        if (n_ids < 0 || (size_t) n_ids <= max_ids || n_ids > PROTO_MAX_TOKENS)
-            break;
-        max_ids = (size_t) n_ids;
     }
-    if (n_ids < 0 || n_ids > PROTO_MAX_TOKENS) {
-        char message [320];
-        if (n_ids > PROTO_MAX_TOKENS)
-            snprintf (message, sizeof message, "the prompt has %" PRId64 " tokens; "
-                      "at most %u are accepted", n_ids, PROTO_MAX_TOKENS);
-        else
-            snprintf (message, sizeof message, "could not tokenize the prompt: %s", err);
+    uint32_t *ids = NULL;
+    bool out_of_memory = false;
+    int64_t n_ids = s_tokenize (self, rendered ? rendered : msg->text ? msg->text : "",
+                                &ids, &out_of_memory, err, sizeof err);
+    free (rendered);
+    if (n_ids < 0) {
+        char message [600];
+        snprintf (message, sizeof message, "could not tokenize the prompt: %s", err);
         s_send_error (self, msg->request_id, reply_to, out_of_memory ? 500 : 400, message);
         free (ids);
         return;
@@ -151,10 +215,12 @@ s_handle_generate (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
     if (request) {
         request->id = msg->request_id;
         request->reply_to = zframe_dup (reply_to);
-        request->detok = detok_new (self->vocab);
+        request->output = output_text_new (self->vocab, (const char *const *) msg->stops,
+                                           msg->n_stops, tools, self->tool_format,
+                                           msg->request_id);
         request->prompt_tokens = (uint32_t) n_ids;
     }
-    if (!request || !request->reply_to || !request->detok) {
+    if (!request || !request->reply_to || !request->output) {
         s_request_destroy (&request);
         s_send_error (self, msg->request_id, reply_to, 500, "out of memory");
         free (ids);
@@ -172,11 +238,8 @@ s_handle_generate (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
     submit.max_tokens = msg->max_tokens;
     submit.temperature = msg->temperature;
     submit.seed = msg->seed;
-    uint32_t eos = vocab_eos (self->vocab);
-    if (eos != UINT32_MAX) {
-        submit.stop_tokens = &eos;
-        submit.n_stop_tokens = 1;
-    }
+    submit.stop_tokens = self->stop_tokens;
+    submit.n_stop_tokens = self->n_stop_tokens;
     int rc = proto_send (&submit, self->scheduler);
     free (ids);
     if (rc != 0) {
@@ -184,7 +247,8 @@ s_handle_generate (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
         s_forget (self, request->id);
         return;
     }
-    zlog (ZLOG_DEBUG, ACTOR, msg->request_id, "%" PRId64 " prompt tokens", n_ids);
+    zlog (ZLOG_DEBUG, ACTOR, msg->request_id, "%" PRId64 " prompt tokens%s", n_ids,
+          tools ? ", tool calls parsed" : "");
 }
 
 static void
@@ -192,33 +256,48 @@ s_handle_tokens (tokenizer_t *self, proto_msg_t *msg)
 {
     request_t *request = s_find (self, msg->request_id);
     if (!request)
-        return;                     //  cancelled meanwhile
-    //  The text of the new tokens; a stop token that ends the request gives none.
-    char *text = NULL;
-    size_t text_size = 0;
-    FILE *stream = open_memstream (&text, &text_size);
-    if (!stream)
-        return;
+        return;                     //  cancelled or stopped meanwhile
+    //  A stop token that ends the request gives no text.
     uint32_t n_rendered = msg->n_tokens;
     if (msg->finish == PROTO_FINISH_STOP && n_rendered > 0)
         n_rendered--;
-    for (uint32_t i = 0; i < n_rendered; i++)
-        fputs (detok_add (request->detok, msg->tokens [i]), stream);
-    if (msg->finish != PROTO_FINISH_NONE)
-        fputs (detok_flush (request->detok), stream);
-    fclose (stream);
-    request->completion_tokens += msg->n_tokens;
+    uint32_t n_taken = 0;
+    while (n_taken < n_rendered && !output_text_stopped (request->output))
+        output_text_add (request->output, msg->tokens [n_taken++]);
+    proto_finish_t finish = msg->finish;
+    if (output_text_stopped (request->output)) {
+        //  A stop string: the generation ends here, whatever the scheduler still runs.
+        finish = PROTO_FINISH_STOP;
+        request->completion_tokens += n_taken;
+        proto_msg_t cancel = PROTO_MSG_INIT;
+        cancel.kind = PROTO_CANCEL;
+        cancel.request_id = request->id;
+        if (msg->finish == PROTO_FINISH_NONE && proto_send (&cancel, self->scheduler) != 0)
+            zlog (ZLOG_WARN, ACTOR, request->id, "could not cancel after a stop string");
+    }
+    else
+        request->completion_tokens += msg->n_tokens;
+    if (finish != PROTO_FINISH_NONE) {
+        output_text_finish (request->output);
+        if (finish == PROTO_FINISH_STOP && output_text_tool_call_count (request->output) > 0)
+            finish = PROTO_FINISH_TOOL_CALLS;
+    }
 
     proto_msg_t output = PROTO_MSG_INIT;
     output.kind = PROTO_OUTPUT;
     output.request_id = request->id;
-    output.text = text;
-    output.finish = msg->finish;
+    if (output_text_take (request->output, &output.text, &output.tool_calls) != 0) {
+        proto_msg_reset (&output);
+        s_send_error (self, request->id, request->reply_to, 500, "out of memory");
+        s_forget (self, request->id);
+        return;
+    }
+    output.finish = finish;
     output.prompt_tokens = request->prompt_tokens;
     output.completion_tokens = request->completion_tokens;
     s_send_to_frontend (self, &output, request->reply_to);
-    free (text);
-    if (msg->finish != PROTO_FINISH_NONE)
+    proto_msg_reset (&output);
+    if (finish != PROTO_FINISH_NONE)
         s_forget (self, request->id);
 }
 
@@ -311,6 +390,46 @@ s_read_pipe (tokenizer_t *self)
     zstr_free (&command);
 }
 
+//  The chat template: --chat-template's text, else the GGUF's. A template given on the
+//  command line that does not parse stops the start; the GGUF's own only makes chat
+//  requests fail, with the reason.
+static int
+s_load_chat_template (tokenizer_t *self, const gguf_t *gguf)
+{
+    tokenizer_args_t *args = self->args;
+    char *source = NULL;
+    gguf_str_t stored;
+    if (args->chat_template)
+        source = strdup (args->chat_template);
+    else
+    if (gguf_get_str (gguf, "tokenizer.chat_template", &stored) == 0)
+        source = strndup (stored.ptr, stored.len);
+    else {
+        snprintf (self->chat_template_error, sizeof self->chat_template_error,
+                  "this model has no chat template; start the server with --chat-template");
+        return 0;
+    }
+    if (!source)
+        return -1;
+    uint32_t bos = vocab_bos (self->vocab);
+    uint32_t eos = vocab_eos (self->vocab);
+    char err [256];
+    self->chat_template = chat_template_new (
+        source, bos != UINT32_MAX ? vocab_token_text (self->vocab, bos) : "",
+        eos != UINT32_MAX ? vocab_token_text (self->vocab, eos) : "", err, sizeof err);
+    free (source);
+    if (self->chat_template)
+        return 0;
+    if (args->chat_template) {
+        snprintf (args->error, sizeof args->error, "--chat-template: %.200s", err);
+        return -1;
+    }
+    snprintf (self->chat_template_error, sizeof self->chat_template_error,
+              "the model's chat template does not parse: %.200s", err);
+    zlog (ZLOG_WARN, ACTOR, 0, "%s", self->chat_template_error);
+    return 0;
+}
+
 static int
 s_start (tokenizer_t *self)
 {
@@ -322,11 +441,28 @@ s_start (tokenizer_t *self)
         return -1;
     }
     self->vocab = vocab_new (gguf, err, sizeof err);
-    gguf_destroy (&gguf);
     if (!self->vocab) {
         snprintf (args->error, sizeof args->error, "%s", err);
+        gguf_destroy (&gguf);
         return -1;
     }
+    int rc = s_load_chat_template (self, gguf);
+    gguf_destroy (&gguf);
+    if (rc != 0)
+        return -1;
+    if (args->tool_call_parser) {
+        if (tool_parser_format_from_name (args->tool_call_parser, &self->tool_format) != 0) {
+            snprintf (args->error, sizeof args->error, "unknown tool call parser '%s'",
+                      args->tool_call_parser);
+            return -1;
+        }
+        self->parse_tools = true;
+    }
+    //  Every end-of-generation token stops a request (toy-chat: <|end|> and
+    //  <|endoftext|>), as llama.cpp does.
+    size_t n_eog = vocab_eog_tokens (self->vocab, self->stop_tokens,
+                                     sizeof self->stop_tokens / sizeof self->stop_tokens [0]);
+    self->n_stop_tokens = (uint32_t) (n_eog < 64 ? n_eog : 64);
     self->requests = zhashx_new ();
     zhashx_set_destructor (self->requests, s_request_free);
 
@@ -358,6 +494,7 @@ s_stop (tokenizer_t *self)
     zpoller_destroy (&self->poller);
     zsock_destroy (&self->scheduler);
     zsock_destroy (&self->inbox);
+    chat_template_destroy (&self->chat_template);
     vocab_destroy (&self->vocab);
 }
 

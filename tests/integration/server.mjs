@@ -2,7 +2,9 @@
 // loopback ports, wait until they are ready, drive them with curl, stop them.
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
+import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -24,17 +26,25 @@ export async function freePort() {
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-// A child process whose stderr is kept, so a failing test can show the server's log.
+// A child process whose output goes to a log file, so a failing test can show it. (Not a
+// pipe: tests block node's event loop in spawnSync, and a pipe nobody reads fills up and
+// stops the server at its next log line.)
+let childCount = 0;
 class Child {
   constructor(args) {
     this.args = args;
-    this.log = '';
-    this.proc = spawn(zllmBin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.proc.stdout.on('data', (chunk) => { this.log += chunk; });
-    this.proc.stderr.on('data', (chunk) => { this.log += chunk; });
+    this.logPath = path.join(os.tmpdir(), `zllm-test-${process.pid}-${childCount++}.log`);
+    const logFd = fs.openSync(this.logPath, 'w');
+    this.proc = spawn(zllmBin, args, { stdio: ['ignore', logFd, logFd] });
+    fs.closeSync(logFd);
     this.exited = new Promise((resolve) => {
       this.proc.on('exit', (code, signal) => resolve({ code, signal }));
     });
+    process.on('exit', () => { try { fs.rmSync(this.logPath); } catch { /* gone */ } });
+  }
+
+  get log() {
+    try { return fs.readFileSync(this.logPath, 'utf8'); } catch { return ''; }
   }
 
   // Send a signal and wait for the exit, at most timeoutMs; returns { code, signal, ms }.

@@ -1,0 +1,180 @@
+// Chat completions on toy-chat.gguf, a small model that really calls tools: every
+// conversation of ../shared/reference/toy-chat.json gives llama.cpp's greedy reply (as
+// content, or as parsed llama3_json tool calls), streamed and not; its rendered prompt
+// sent to /v1/completions gives the same reply; the README's SDK examples run.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { startServer, postJson, curl, sharedDir, repoRoot } from './server.mjs';
+
+const cases = JSON.parse(fs.readFileSync(path.join(sharedDir, 'reference', 'toy-chat.json')));
+let server;
+
+before(async () => {
+  server = await startServer('toy-chat.gguf',
+    ['--enable-auto-tool-choice', '--tool-call-parser', 'llama3_json']);
+});
+after(async () => {
+  const { code } = await server.stop('SIGTERM');
+  assert.equal(code, 0, server.log);
+});
+
+// The reply llama.cpp gave, as the server must return it.
+function expected(c) {
+  let call;
+  try { call = JSON.parse(c.output_text); } catch { call = undefined; }
+  if (c.tools && call && typeof call.name === 'string' && call.parameters)
+    return { toolCall: { name: call.name, arguments: call.parameters } };
+  return { content: c.output_text };
+}
+
+function checkMessage(c, message, finishReason) {
+  const want = expected(c);
+  if (want.toolCall) {
+    assert.equal(finishReason, 'tool_calls', JSON.stringify(message));
+    assert.equal(message.content, null);
+    assert.equal(message.tool_calls.length, 1);
+    const call = message.tool_calls[0];
+    assert.match(call.id, /^call_[A-Za-z0-9]{24}$/);
+    assert.equal(call.type, 'function');
+    assert.equal(call.function.name, want.toolCall.name);
+    assert.equal(typeof call.function.arguments, 'string');
+    assert.deepEqual(JSON.parse(call.function.arguments), want.toolCall.arguments);
+  } else {
+    assert.equal(finishReason, 'stop');
+    assert.equal(message.content, want.content, JSON.stringify(c.messages));
+    assert.ok(!message.tool_calls || message.tool_calls.length === 0);
+  }
+}
+
+function request(c, extra = {}) {
+  const body = { model: 'toy-chat', messages: c.messages, temperature: 0, ...extra };
+  if (c.tools)
+    body.tools = c.tools;
+  return body;
+}
+
+// Reassemble a streamed chat completion from its SSE events.
+function readStream(text) {
+  const events = text.split('\n\n').filter((e) => e.startsWith('data: '))
+    .map((e) => e.slice(6));
+  assert.equal(events.at(-1), '[DONE]');
+  const chunks = events.slice(0, -1).map((e) => JSON.parse(e));
+  assert.equal(chunks[0].choices[0].delta.role, 'assistant');
+  const message = { content: '', tool_calls: [] };
+  let finishReason = null;
+  let usage = null;
+  for (const chunk of chunks) {
+    assert.equal(chunk.object, 'chat.completion.chunk');
+    if (chunk.usage)
+      usage = chunk.usage;
+    for (const choice of chunk.choices) {
+      if (choice.delta.content)
+        message.content += choice.delta.content;
+      for (const delta of choice.delta.tool_calls ?? []) {
+        const call = message.tool_calls[delta.index] ??= { function: { arguments: '' } };
+        if (delta.id) call.id = delta.id;
+        if (delta.type) call.type = delta.type;
+        if (delta.function?.name) call.function.name = delta.function.name;
+        call.function.arguments += delta.function?.arguments ?? '';
+      }
+      if (choice.finish_reason)
+        finishReason = choice.finish_reason;
+    }
+  }
+  if (message.tool_calls.length > 0 && message.content === '')
+    message.content = null;
+  return { message, finishReason, usage };
+}
+
+test('every toy-chat conversation gives llama.cpp\'s reply (non-streamed)', () => {
+  assert.equal(cases.length, 60);
+  for (const c of cases) {
+    const r = postJson(`${server.url}/v1/chat/completions`, request(c));
+    assert.equal(r.status, 200, r.body);
+    assert.equal(r.json.object, 'chat.completion');
+    assert.match(r.json.id, /^chatcmpl-/);
+    assert.equal(r.json.choices[0].message.role, 'assistant');
+    checkMessage(c, r.json.choices[0].message, r.json.choices[0].finish_reason);
+    assert.equal(r.json.usage.prompt_tokens, c.prompt_ids.length);
+    assert.equal(r.json.usage.completion_tokens, c.output_ids.length);
+  }
+});
+
+test('every toy-chat conversation gives the same reply streamed (h2c and HTTP/1.1)', () => {
+  cases.forEach((c, i) => {
+    const r = postJson(`${server.url}/v1/chat/completions`,
+      request(c, { stream: true, stream_options: { include_usage: true } }),
+      { http2: i % 2 === 0 });
+    assert.equal(r.status, 200, r.body);
+    const { message, finishReason, usage } = readStream(r.body);
+    checkMessage(c, message, finishReason);
+    assert.equal(usage.completion_tokens, c.output_ids.length);
+  });
+});
+
+test('the rendered prompts through /v1/completions give the same text and token counts', () => {
+  for (const c of cases) {
+    const r = postJson(`${server.url}/v1/completions`,
+      { model: 'toy-chat', prompt: c.prompt, max_tokens: 200, temperature: 0 });
+    assert.equal(r.status, 200, r.body);
+    assert.equal(r.json.choices[0].text, c.output_text);
+    assert.equal(r.json.choices[0].finish_reason, 'stop');
+    assert.equal(r.json.usage.prompt_tokens, c.prompt_ids.length);
+    assert.equal(r.json.usage.completion_tokens, c.output_ids.length);
+  }
+});
+
+test('tool_choice "none" renders the tools but never parses a call', () => {
+  const c = cases[1];
+  const r = postJson(`${server.url}/v1/chat/completions`, request(c, { tool_choice: 'none' }));
+  assert.equal(r.status, 200, r.body);
+  assert.equal(r.json.choices[0].finish_reason, 'stop');
+  assert.equal(r.json.choices[0].message.content, c.output_text);
+  assert.ok(!r.json.choices[0].message.tool_calls);
+});
+
+test('a stop string ends the reply before it', () => {
+  const r = postJson(`${server.url}/v1/chat/completions`,
+    request(cases[0], { stop: [' is'] }));
+  assert.equal(r.status, 200, r.body);
+  assert.equal(r.json.choices[0].message.content, 'The capital of France');
+  assert.equal(r.json.choices[0].finish_reason, 'stop');
+});
+
+test('the README\'s SDK examples run and print what the README shows', () => {
+  const examples = path.join(repoRoot, 'docs', 'examples');
+  const stream = spawnSync('node', [path.join(examples, 'stream-chat.mjs'), `${server.url}/v1`],
+                           { encoding: 'utf8', timeout: 60000 });
+  assert.equal(stream.status, 0, stream.stderr);
+  assert.equal(stream.stdout, 'This is a test.\n');
+  const tool = spawnSync('node', [path.join(examples, 'tool-call.mjs'), `${server.url}/v1`],
+                         { encoding: 'utf8', timeout: 60000 });
+  assert.equal(tool.status, 0, tool.stderr);
+  assert.match(tool.stdout, /finish_reason: tool_calls/);
+  assert.match(tool.stdout, /Function called: get_weather/);
+  assert.match(tool.stdout, /Arguments: \{"location": "San Francisco, CA", "unit": "fahrenheit"\}/);
+  assert.match(tool.stdout, /Answer: It is 64 degrees fahrenheit in San Francisco, CA\./);
+});
+
+test('tools without --enable-auto-tool-choice get a clear 400', async (t) => {
+  const plain = await startServer('toy-chat.gguf');
+  t.after(() => plain.stop('SIGTERM'));
+  const r = postJson(`${plain.url}/v1/chat/completions`, request(cases[1]));
+  assert.equal(r.status, 400, r.body);
+  assert.match(r.json.error.message, /enable-auto-tool-choice/);
+  const none = postJson(`${plain.url}/v1/chat/completions`,
+                        request(cases[1], { tool_choice: 'none' }));
+  assert.equal(none.status, 200, none.body);
+});
+
+test('a chat request to a model without a chat template is a clear 400', async (t) => {
+  const stories = await startServer('stories260K.gguf');
+  t.after(() => stories.stop('SIGTERM'));
+  const r = postJson(`${stories.url}/v1/chat/completions`,
+    { model: 'stories260K', messages: [{ role: 'user', content: 'Hi' }] });
+  assert.equal(r.status, 400, r.body);
+  assert.match(r.json.error.message, /chat template/);
+});
