@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startServer, postJson, curl, sharedDir, repoRoot } from './server.mjs';
+import { startServer, postJson, sharedDir, repoRoot, zllmBin, modelPath } from './server.mjs';
 
 const cases = JSON.parse(fs.readFileSync(path.join(sharedDir, 'reference', 'toy-chat.json')));
 let server;
@@ -124,6 +124,24 @@ test('the rendered prompts through /v1/completions give the same text and token 
     assert.equal(r.json.choices[0].finish_reason, 'stop');
     assert.equal(r.json.usage.prompt_tokens, c.prompt_ids.length);
     assert.equal(r.json.usage.completion_tokens, c.output_ids.length);
+  }
+});
+
+test('the token ids are llama.cpp\'s: the prompt through zllm tokenize, the reply through ' +
+     'zllm generate (the tokenizer and engine code the server runs)', () => {
+  const model = modelPath('toy-chat.gguf');
+  for (const c of cases) {
+    const tokenized = spawnSync(zllmBin, ['tokenize', '--model', model, '--special',
+                                          '--file', '-'],
+                                { input: c.prompt, encoding: 'utf8' });
+    assert.equal(tokenized.status, 0, tokenized.stderr);
+    assert.deepEqual(tokenized.stdout.trim().split(' ').map(Number), c.prompt_ids);
+    const generated = spawnSync(zllmBin, ['generate', model, '--prompt', c.prompt,
+                                          '-n', '64', '--ids'], { encoding: 'utf8' });
+    assert.equal(generated.status, 0, generated.stderr);
+    const line = generated.stdout.split('\n').find((l) => l.startsWith('generated ids:'));
+    assert.deepEqual(line.slice('generated ids:'.length).trim().split(' ').map(Number),
+                     c.output_ids);
   }
 });
 
