@@ -17,6 +17,7 @@
     rows at a time and streamed to gguf_writer.
 */
 #include "mkmodel.h"
+#include "sampler.h"
 #include "gguf_writer.h"
 #include "quant.h"
 
@@ -116,40 +117,10 @@ mkmodel_weight_type (ggml_type_t type, bool is_output, uint64_t ne0)
 //  --- Random numbers ------------------------------------------------------------------------
 
 typedef struct {
-    uint64_t state [4];                 //  xoshiro256**
+    sampler_rng_t uniform;              //  the sampler's xoshiro256**
     bool has_spare;                     //  Box-Muller makes normals two at a time
     float spare;
 } rng_t;
-
-static uint64_t
-s_splitmix64 (uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
-static uint64_t
-s_rotate_left (uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t
-s_rng_next (rng_t *rng)
-{
-    uint64_t *s = rng->state;
-    uint64_t result = s_rotate_left (s [1] * 5, 7) * 9;
-    uint64_t t = s [1] << 17;
-    s [2] ^= s [0];
-    s [3] ^= s [1];
-    s [1] ^= s [2];
-    s [0] ^= s [3];
-    s [2] ^= t;
-    s [3] = s_rotate_left (s [3], 45);
-    return result;
-}
 
 //  A generator for one tensor: seeded from the model's seed and the tensor's name.
 static void
@@ -160,9 +131,7 @@ s_rng_seed (rng_t *rng, uint64_t seed, const char *name)
         hash ^= (uint8_t) *c;
         hash *= 1099511628211ULL;
     }
-    uint64_t x = seed ^ hash;
-    for (int i = 0; i < 4; i++)
-        rng->state [i] = s_splitmix64 (&x);
+    sampler_rng_seed (&rng->uniform, seed ^ hash);
     rng->has_spare = false;
 }
 
@@ -170,7 +139,7 @@ s_rng_seed (rng_t *rng, uint64_t seed, const char *name)
 static double
 s_rng_uniform (rng_t *rng)
 {
-    return ((s_rng_next (rng) >> 11) + 1) * (1.0 / 9007199254740992.0);
+    return 1.0 - sampler_rng_uniform (&rng->uniform);
 }
 
 //  Standard normal.
