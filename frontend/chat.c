@@ -503,8 +503,68 @@ s_parse_user (json_t *root, api_error_t *error)
 
 //  The compact JSON for the tokenizer: {"messages", "tools" (when there are some),
 //  "tool_choice"}. Takes messages.
+//  vLLM's chat extensions: add_generation_prompt (default true), continue_final_message
+//  (default false; the last message must be the assistant's, and both cannot be true) and
+//  chat_template_kwargs (an object of extra template variables). They go to the tokenizer
+//  in *extras (a new object).
+static int
+s_parse_chat_extensions (json_t *root, json_t *messages, json_t **extras, api_error_t *error)
+{
+    json_t *add = json_object_get (root, "add_generation_prompt");
+    json_t *cont = json_object_get (root, "continue_final_message");
+    json_t *kwargs = json_object_get (root, "chat_template_kwargs");
+    if (add && !json_is_null (add) && !json_is_boolean (add)) {
+        api_error_set (error, 400, "add_generation_prompt", NULL,
+                       "'add_generation_prompt' must be a boolean");
+        return -1;
+    }
+    if (cont && !json_is_null (cont) && !json_is_boolean (cont)) {
+        api_error_set (error, 400, "continue_final_message", NULL,
+                       "'continue_final_message' must be a boolean");
+        return -1;
+    }
+    if (kwargs && !json_is_null (kwargs) && !json_is_object (kwargs)) {
+        api_error_set (error, 400, "chat_template_kwargs", NULL,
+                       "'chat_template_kwargs' must be an object");
+        return -1;
+    }
+    bool add_generation_prompt = !add || json_is_null (add) || json_is_true (add);
+    bool continue_final_message = cont && json_is_true (cont);
+    if (continue_final_message && add && json_is_true (add)) {
+        api_error_set (error, 400, "continue_final_message", NULL,
+                       "Cannot set both continue_final_message and add_generation_prompt "
+                       "to True.");
+        return -1;
+    }
+    if (continue_final_message) {
+        add_generation_prompt = false;
+        json_t *last = json_array_get (messages, json_array_size (messages) - 1);
+        const char *role = json_string_value (json_object_get (last, "role"));
+        if (!role || strcmp (role, "assistant") != 0) {
+            api_error_set (error, 400, "continue_final_message", NULL,
+                           "continue_final_message needs the last message to be the "
+                           "assistant's");
+            return -1;
+        }
+    }
+    *extras = json_object ();
+    if (!*extras
+    ||  json_object_set_new (*extras, "add_generation_prompt",
+                             json_boolean (add_generation_prompt)) != 0
+    ||  json_object_set_new (*extras, "continue_final_message",
+                             json_boolean (continue_final_message)) != 0
+    ||  (kwargs && json_is_object (kwargs)
+         && json_object_set (*extras, "chat_template_kwargs", kwargs) != 0)) {
+        json_decref (*extras);
+        *extras = NULL;
+        s_out_of_memory (error);
+        return -1;
+    }
+    return 0;
+}
+
 static char *
-s_chat_json (json_t *messages, json_t *tools, bool auto_tool_choice)
+s_chat_json (json_t *messages, json_t *tools, bool auto_tool_choice, json_t *extras)
 {
     json_t *chat = json_object ();
     if (!chat) {
@@ -517,6 +577,8 @@ s_chat_json (json_t *messages, json_t *tools, bool auto_tool_choice)
     if (rc == 0)
         rc = json_object_set_new (chat, "tool_choice",
                                   json_string (auto_tool_choice? "auto": "none"));
+    if (rc == 0 && extras)
+        rc = json_object_update (chat, extras);
     if (rc != 0) {
         json_decref (chat);
         return NULL;
@@ -572,14 +634,18 @@ chat_request_parse (const char *body, size_t size, const char *model_name,
         rc = s_parse_logprobs (root, error);
     if (rc == 0)
         rc = s_parse_user (root, error);
+    json_t *extras = NULL;
+    if (rc == 0)
+        rc = s_parse_chat_extensions (root, messages, &extras, error);
     if (rc == 0) {
-        request->chat = s_chat_json (messages, tools, request->auto_tool_choice);
+        request->chat = s_chat_json (messages, tools, request->auto_tool_choice, extras);
         messages = NULL;                //  taken, even on failure
         if (!request->chat) {
             s_out_of_memory (error);
             rc = -1;
         }
     }
+    json_decref (extras);
     json_decref (messages);
     json_decref (root);
     if (rc != 0)

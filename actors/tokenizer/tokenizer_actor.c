@@ -111,6 +111,49 @@ s_send_error (tokenizer_t *self, uint64_t id, zframe_t *reply_to, uint32_t statu
     proto_msg_reset (&msg);
 }
 
+//  continue_final_message, as vLLM does it: the prompt ends right after the content of
+//  the last (assistant) message, so the model continues that message instead of
+//  closing it. Content given as parts counts as their texts joined with newlines.
+static int
+s_cut_after_final_message (char *prompt, const json_t *request)
+{
+    const json_t *messages = json_object_get (request, "messages");
+    const json_t *content = json_object_get (json_array_get (messages,
+                                             json_array_size (messages) - 1), "content");
+    char *text = NULL;
+    if (json_is_string (content))
+        text = strdup (json_string_value (content));
+    else
+    if (json_is_array (content)) {
+        size_t size = 0;
+        FILE *stream = open_memstream (&text, &size);
+        if (!stream)
+            return -1;
+        size_t index;
+        const json_t *part;
+        bool first = true;
+        json_array_foreach (content, index, part) {
+            const char *part_text = json_string_value (json_object_get (part, "text"));
+            if (part_text) {
+                fprintf (stream, "%s%s", first ? "" : "\n", part_text);
+                first = false;
+            }
+        }
+        fclose (stream);
+    }
+    if (!text)
+        return -1;
+    //  The last occurrence: the final message is rendered last.
+    char *found = NULL;
+    for (char *at = strstr (prompt, text); at && text [0]; at = strstr (at + 1, text))
+        found = at;
+    if (found)
+        found [strlen (text)] = 0;
+    bool ok = found != NULL || text [0] == 0;
+    free (text);
+    return ok ? 0 : -1;
+}
+
 //  Render a chat request (JSON text from the frontend) into a prompt. Returns a heap
 //  string, or NULL with the reason in err. *tools says whether its tool calls are parsed.
 static char *
@@ -130,9 +173,19 @@ s_render_chat (tokenizer_t *self, const char *chat, bool *tools, char *err, size
     const char *tool_choice = json_string_value (json_object_get (request, "tool_choice"));
     *tools = self->parse_tools && json_array_size (json_object_get (request, "tools")) > 0
           && (!tool_choice || strcmp (tool_choice, "none") != 0);
-    chat_template_options_t options = { .add_generation_prompt = true, .now = 0 };
+    json_t *add = json_object_get (request, "add_generation_prompt");
+    bool continue_final = json_is_true (json_object_get (request, "continue_final_message"));
+    chat_template_options_t options = {
+        .add_generation_prompt = !continue_final && (!add || json_is_true (add)), .now = 0
+    };
     char *prompt = chat_template_render (self->chat_template, request, &options, err,
                                          err_size);
+    if (prompt && continue_final && s_cut_after_final_message (prompt, request) != 0) {
+        snprintf (err, err_size, "continue_final_message: the final message's content is "
+                  "not in the rendered prompt");
+        free (prompt);
+        prompt = NULL;
+    }
     json_decref (request);
     return prompt;
 }

@@ -154,6 +154,20 @@ test('tool_choice "none" renders the tools but never parses a call', () => {
   assert.ok(!r.json.choices[0].message.tool_calls);
 });
 
+test('continue_final_message continues the assistant\'s message (vLLM extension)', () => {
+  const r = postJson(`${server.url}/v1/chat/completions`,
+    { model: 'toy-chat', temperature: 0, continue_final_message: true,
+      add_generation_prompt: false,
+      messages: [{ role: 'user', content: 'What is the capital of France?' },
+                 { role: 'assistant', content: 'The capital of France' }] });
+  assert.equal(r.status, 200, r.body);
+  assert.equal(r.json.choices[0].message.content, ' is Paris.');
+  const both = postJson(`${server.url}/v1/chat/completions`,
+    { model: 'toy-chat', continue_final_message: true,
+      messages: [{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'He' }] });
+  assert.equal(both.status, 400, both.body);
+});
+
 test('a stop string ends the reply before it', () => {
   const r = postJson(`${server.url}/v1/chat/completions`,
     request(cases[0], { stop: [' is'] }));

@@ -101,15 +101,43 @@ s_accepted (const char *members, bool enable_auto, chat_request_t *request)
 //  Requests
 
 static void
+test_chat_template_extensions (void **state)
+{
+    (void) state;
+    chat_request_t request;
+    json_t *chat = s_accepted ("'messages':[" USER_HI ",{'role':'assistant','content':'Par'}],"
+                               "'continue_final_message':true,'add_generation_prompt':false,"
+                               "'chat_template_kwargs':{'enable_thinking':false}",
+                               false, &request);
+    assert_true (json_is_false (json_object_get (chat, "add_generation_prompt")));
+    assert_true (json_is_true (json_object_get (chat, "continue_final_message")));
+    assert_true (json_is_false (json_object_get (json_object_get (chat, "chat_template_kwargs"),
+                                                 "enable_thinking")));
+    json_decref (chat);
+    chat_request_reset (&request);
+
+    s_assert_refused ("'messages':[" USER_HI "],'continue_final_message':true",
+                      "continue_final_message", "last message");
+    s_assert_refused ("'messages':[" USER_HI ",{'role':'assistant','content':'P'}],"
+                      "'continue_final_message':true,'add_generation_prompt':true",
+                      "continue_final_message", "Cannot set both");
+    s_assert_refused ("'messages':[" USER_HI "],'add_generation_prompt':1",
+                      "add_generation_prompt", "boolean");
+    s_assert_refused ("'messages':[" USER_HI "],'chat_template_kwargs':[]",
+                      "chat_template_kwargs", "object");
+}
+
+static void
 test_parse_minimal (void **state)
 {
     (void) state;
     chat_request_t request;
     json_t *chat = s_accepted ("'messages':[" USER_HI "]", false, &request);
-    //  Compact JSON: exactly messages and tool_choice.
+    //  Compact JSON: messages, tool_choice and the generation prompt flags.
     assert_string_equal (request.chat,
-        "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"tool_choice\":\"none\"}");
-    assert_int_equal (json_object_size (chat), 2);
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"tool_choice\":\"none\","
+        "\"add_generation_prompt\":true,\"continue_final_message\":false}");
+    assert_int_equal (json_object_size (chat), 4);
     assert_false (request.has_tools);
     assert_false (request.auto_tool_choice);
     assert_int_equal (request.options.max_tokens, 0);
@@ -148,8 +176,8 @@ test_parse_all_fields (void **state)
     assert_true (request.has_tools);
     assert_true (request.auto_tool_choice);
 
-    //  The tokenizer gets messages, tools and tool_choice; nothing else.
-    assert_int_equal (json_object_size (chat), 3);
+    //  The tokenizer gets messages, tools, tool_choice and the generation prompt flags.
+    assert_int_equal (json_object_size (chat), 5);
     json_t *messages = json_object_get (chat, "messages");
     assert_int_equal (json_array_size (messages), 2);
     assert_string_equal (json_string_value (json_object_get (json_array_get (messages, 0),
@@ -825,6 +853,7 @@ main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_parse_minimal),
+        cmocka_unit_test (test_chat_template_extensions),
         cmocka_unit_test (test_parse_all_fields),
         cmocka_unit_test (test_parse_max_tokens),
         cmocka_unit_test (test_parse_model_and_body),
