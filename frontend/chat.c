@@ -530,7 +530,8 @@ s_parse_chat_extensions (json_t *root, json_t *messages, json_t **extras, api_er
     }
     bool add_generation_prompt = !add || json_is_null (add) || json_is_true (add);
     bool continue_final_message = cont && json_is_true (cont);
-    if (continue_final_message && add && json_is_true (add)) {
+    //  As vLLM: add_generation_prompt is true unless said otherwise.
+    if (continue_final_message && add_generation_prompt) {
         api_error_set (error, 400, "continue_final_message", NULL,
                        "Cannot set both continue_final_message and add_generation_prompt "
                        "to True.");

@@ -116,8 +116,12 @@ test_chat_template_extensions (void **state)
     json_decref (chat);
     chat_request_reset (&request);
 
-    s_assert_refused ("'messages':[" USER_HI "],'continue_final_message':true",
-                      "continue_final_message", "last message");
+    s_assert_refused ("'messages':[" USER_HI "],'continue_final_message':true,"
+                      "'add_generation_prompt':false", "continue_final_message",
+                      "last message");
+    s_assert_refused ("'messages':[" USER_HI ",{'role':'assistant','content':'P'}],"
+                      "'continue_final_message':true", "continue_final_message",
+                      "Cannot set both");
     s_assert_refused ("'messages':[" USER_HI ",{'role':'assistant','content':'P'}],"
                       "'continue_final_message':true,'add_generation_prompt':true",
                       "continue_final_message", "Cannot set both");
