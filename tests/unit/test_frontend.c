@@ -950,6 +950,16 @@ s_assert_chat (const proto_msg_t *generate, const char *expected_quoted)
     json_t *chat = json_loads (generate->chat, 0, NULL);
     assert_non_null (chat);
     json_t *expected = s_json_quoted (expected_quoted);
+    //  The generation-prompt flags, when the expectation leaves them out, are at their
+    //  defaults.
+    if (!json_object_get (expected, "add_generation_prompt")) {
+        assert_true (json_is_true (json_object_get (chat, "add_generation_prompt")));
+        json_object_del (chat, "add_generation_prompt");
+    }
+    if (!json_object_get (expected, "continue_final_message")) {
+        assert_true (json_is_false (json_object_get (chat, "continue_final_message")));
+        json_object_del (chat, "continue_final_message");
+    }
     if (!json_equal (chat, expected))
         print_error ("GENERATE.chat is %s\n", generate->chat);
     assert_true (json_equal (chat, expected));
