@@ -37,6 +37,7 @@ s_usage (FILE *out)
         "  --ignore-eos        go on after the end-of-sequence token\n"
         "  --ids               also print the prompt and generated token ids\n"
         "  --max-model-len N   context length (default: prompt + N)\n"
+        "  --threads N         compute threads (default 1, or $ZLLM_THREADS)\n"
         "  -h, --help          show this help\n");
 }
 
@@ -60,7 +61,8 @@ s_print_ids (const char *label, const uint32_t *ids, size_t n)
 int
 cmd_generate (int argc, char **argv)
 {
-    enum { OPT_PROMPT = 256, OPT_TEMPERATURE, OPT_SEED, OPT_IGNORE_EOS, OPT_IDS, OPT_CTX };
+    enum { OPT_PROMPT = 256, OPT_TEMPERATURE, OPT_SEED, OPT_IGNORE_EOS, OPT_IDS, OPT_CTX,
+           OPT_THREADS };
     static const struct option long_options [] = {
         { "prompt", required_argument, NULL, OPT_PROMPT },
         { "n-predict", required_argument, NULL, 'n' },
@@ -69,11 +71,12 @@ cmd_generate (int argc, char **argv)
         { "ignore-eos", no_argument, NULL, OPT_IGNORE_EOS },
         { "ids", no_argument, NULL, OPT_IDS },
         { "max-model-len", required_argument, NULL, OPT_CTX },
+        { "threads", required_argument, NULL, OPT_THREADS },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
     const char *prompt = NULL;
-    uint64_t n_predict = 32, seed = 0, max_model_len = 0;
+    uint64_t n_predict = 32, seed = 0, max_model_len = 0, n_threads = 0;
     float temperature = 0;
     bool ignore_eos = false, print_ids = false;
     optind = 1;
@@ -109,6 +112,10 @@ cmd_generate (int argc, char **argv)
                 break;
             case OPT_CTX:
                 if (cli_parse_uint ("--max-model-len", optarg, 1, 1u << 24, &max_model_len))
+                    return 2;
+                break;
+            case OPT_THREADS:
+                if (cli_parse_uint ("--threads", optarg, 1, 256, &n_threads))
                     return 2;
                 break;
             case 'h':
@@ -153,6 +160,8 @@ cmd_generate (int argc, char **argv)
     model = model_new (gguf, 1, (uint32_t) n_ctx, err, sizeof err);
     detok = detok_new (vocab);
     if (!model || !detok)
+        goto done;
+    if (n_threads && model_set_threads (model, (uint32_t) n_threads, err, sizeof err) != 0)
         goto done;
 
     sampler_rng_t rng;

@@ -45,6 +45,7 @@ typedef struct {
     const char *worker_listen;
     uint32_t max_model_len;         //  0: the model's context length
     uint32_t max_num_seqs;
+    uint32_t threads;               //  per worker; 0: $ZLLM_THREADS or 1
     uint64_t max_body_bytes;
     uint32_t shutdown_timeout_s;
     char model_name [256];
@@ -79,6 +80,8 @@ s_usage (FILE *out)
         "                              ZeroMQ endpoint, e.g. tcp://127.0.0.1:5555\n"
         "  --max-model-len N           tokens of context per sequence (default: the model's)\n"
         "  --max-num-seqs N            sequences each worker runs at once (default 4)\n"
+        "  --threads N                 compute threads of each local worker (default 1, or\n"
+        "                              $ZLLM_THREADS); split the cores between devices\n"
         "  --max-body-size BYTES       larger request bodies get 413 (default 16777216)\n"
         "  --shutdown-timeout SECONDS  on SIGINT/SIGTERM, how long requests in flight may\n"
         "                              take to finish (default 5)\n"
@@ -132,7 +135,7 @@ s_parse_options (serve_options_t *options, int argc, char **argv)
     enum {
         OPT_HOST = 256, OPT_PORT, OPT_NAME, OPT_TEMPLATE, OPT_DEVICES, OPT_WORKER_LISTEN,
         OPT_MAX_MODEL_LEN, OPT_MAX_NUM_SEQS, OPT_MAX_BODY, OPT_SHUTDOWN, OPT_LOG_LEVEL,
-        OPT_AUTO_TOOL_CHOICE, OPT_TOOL_CALL_PARSER, OPT_RESPONSE_ROLE
+        OPT_AUTO_TOOL_CHOICE, OPT_TOOL_CALL_PARSER, OPT_RESPONSE_ROLE, OPT_THREADS
     };
     static const struct option long_options [] = {
         { "host", required_argument, NULL, OPT_HOST },
@@ -149,6 +152,7 @@ s_parse_options (serve_options_t *options, int argc, char **argv)
         { "enable-auto-tool-choice", no_argument, NULL, OPT_AUTO_TOOL_CHOICE },
         { "tool-call-parser", required_argument, NULL, OPT_TOOL_CALL_PARSER },
         { "response-role", required_argument, NULL, OPT_RESPONSE_ROLE },
+        { "threads", required_argument, NULL, OPT_THREADS },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -225,6 +229,11 @@ s_parse_options (serve_options_t *options, int argc, char **argv)
                     return -1;
                 }
                 options->tool_call_parser = optarg;
+                break;
+            case OPT_THREADS:
+                if (cli_parse_uint ("--threads", optarg, 1, 256, &value))
+                    return -1;
+                options->threads = (uint32_t) value;
                 break;
             case OPT_RESPONSE_ROLE:
                 if (!optarg [0] || strlen (optarg) > 64) {
@@ -374,7 +383,7 @@ s_run (serve_options_t *options)
         worker_args [i] = (worker_args_t) {
             .model_path = options->model_path, .scheduler_endpoint = scheduler_workers,
             .device = options->devices [i], .n_slots = options->max_num_seqs,
-            .n_ctx = n_ctx
+            .n_ctx = n_ctx, .n_threads = options->threads
         };
         char name [96];
         snprintf (name, sizeof name, "worker %s", options->devices [i]);

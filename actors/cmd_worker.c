@@ -31,6 +31,7 @@ s_usage (FILE *out)
         "  --device KIND:INDEX   the device to run on (default cpu:0)\n"
         "  --max-model-len N     tokens of context per sequence (default: the model's)\n"
         "  --max-num-seqs N      sequences run at once (default 4)\n"
+        "  --threads N           compute threads (default 1, or $ZLLM_THREADS)\n"
         "  --log-level LEVEL     debug, info, warn or error (default info)\n"
         "  -h, --help            show this help\n");
 }
@@ -38,13 +39,15 @@ s_usage (FILE *out)
 int
 cmd_worker (int argc, char **argv)
 {
-    enum { OPT_CONNECT = 256, OPT_DEVICE, OPT_MAX_MODEL_LEN, OPT_MAX_NUM_SEQS, OPT_LOG_LEVEL };
+    enum { OPT_CONNECT = 256, OPT_DEVICE, OPT_MAX_MODEL_LEN, OPT_MAX_NUM_SEQS, OPT_LOG_LEVEL,
+           OPT_THREADS };
     static const struct option long_options [] = {
         { "connect", required_argument, NULL, OPT_CONNECT },
         { "device", required_argument, NULL, OPT_DEVICE },
         { "max-model-len", required_argument, NULL, OPT_MAX_MODEL_LEN },
         { "max-num-seqs", required_argument, NULL, OPT_MAX_NUM_SEQS },
         { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+        { "threads", required_argument, NULL, OPT_THREADS },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -78,6 +81,11 @@ cmd_worker (int argc, char **argv)
             case OPT_LOG_LEVEL:
                 if (cli_set_log_level (optarg))
                     return 2;
+                break;
+            case OPT_THREADS:
+                if (cli_parse_uint ("--threads", optarg, 1, 256, &value))
+                    return 2;
+                args.n_threads = (uint32_t) value;
                 break;
             case 'h':
                 s_usage (stdout);

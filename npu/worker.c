@@ -210,6 +210,9 @@ s_start (worker_t *self)
     if (self->gguf)
         self->model = model_new (self->gguf, args->n_slots ? args->n_slots : 4, args->n_ctx,
                                  err, sizeof err);
+    if (self->model && args->n_threads
+    &&  model_set_threads (self->model, args->n_threads, err, sizeof err) != 0)
+        model_destroy (&self->model);
     if (!self->model) {
         snprintf (args->error, sizeof args->error, "%s", err);
         return -1;

@@ -31,6 +31,7 @@ typedef struct {
     const char *device;             //  "cpu:0"
     uint32_t n_slots;               //  KV slots (sequences at once); 0: 4
     uint32_t n_ctx;                 //  tokens per slot; 0: the model's context length
+    uint32_t n_threads;             //  compute threads; 0: $ZLLM_THREADS or 1
     uint32_t heartbeat_ms;          //  0: 1000
     uint32_t timeout_ms;            //  0: 5000
     //  Out, valid once zactor_new returns

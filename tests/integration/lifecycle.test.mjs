@@ -17,7 +17,8 @@ test('--help describes every command and flag; bad command lines exit 2', () => 
   assert.equal(serve.code, 0);
   for (const flag of ['--host', '--port', '--chat-template', '--served-model-name', '--devices',
                       '--worker-listen', '--max-model-len', '--max-num-seqs', '--max-body-size',
-                      '--shutdown-timeout', '--log-level'])
+                      '--shutdown-timeout', '--log-level', '--threads',
+                      '--enable-auto-tool-choice', '--tool-call-parser', '--response-role'])
     assert.ok(serve.stdout.includes(flag), flag);
   const worker = run(['worker', '--help']);
   assert.equal(worker.code, 0);
