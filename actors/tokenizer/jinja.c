@@ -1573,6 +1573,23 @@ s_parse_subscript (parser_t *parser, node_t *node)
     return s_finish (parser, getitem);
 }
 
+//  A call of node: node(args...). Takes node; NULL on error.
+static node_t *
+s_parse_call (parser_t *parser, node_t *node)
+{
+    node_t *call = s_node_new (parser, NODE_CALL, node->offset);
+    if (!call) {
+        s_node_destroy (&node);
+        return NULL;
+    }
+    call->a = node;
+    if (!s_parse_call_args (parser, call)) {
+        s_node_destroy (&call);
+        return NULL;
+    }
+    return s_finish (parser, call);
+}
+
 static node_t *
 s_parse_postfix (parser_t *parser, node_t *node)
 {
@@ -1580,19 +1597,8 @@ s_parse_postfix (parser_t *parser, node_t *node)
         if (s_at_op (parser, OP_DOT) || s_at_op (parser, OP_LBRACKET))
             node = s_parse_subscript (parser, node);
         else
-        if (s_at_op (parser, OP_LPAREN)) {
-            node_t *call = s_node_new (parser, NODE_CALL, node->offset);
-            if (!call) {
-                s_node_destroy (&node);
-                return NULL;
-            }
-            call->a = node;
-            if (!s_parse_call_args (parser, call)) {
-                s_node_destroy (&call);
-                return NULL;
-            }
-            node = s_finish (parser, call);
-        }
+        if (s_at_op (parser, OP_LPAREN))
+            node = s_parse_call (parser, node);
         else
             break;
     }
@@ -1609,19 +1615,8 @@ s_parse_filter_expr (parser_t *parser, node_t *node)
         if (s_at_name (parser, "is"))
             node = s_parse_test (parser, node);
         else
-        if (s_at_op (parser, OP_LPAREN)) {
-            node_t *call = s_node_new (parser, NODE_CALL, node->offset);
-            if (!call) {
-                s_node_destroy (&node);
-                return NULL;
-            }
-            call->a = node;
-            if (!s_parse_call_args (parser, call)) {
-                s_node_destroy (&call);
-                return NULL;
-            }
-            node = s_finish (parser, call);
-        }
+        if (s_at_op (parser, OP_LPAREN))
+            node = s_parse_call (parser, node);
         else
             break;
     }
