@@ -364,6 +364,34 @@ s_parse_stream (json_t *root, generation_options_t *options, api_error_t *error)
     return 0;
 }
 
+//  stop_token_ids (vLLM): token ids that end the generation, like the model's own
+//  end-of-generation tokens.
+static int
+s_parse_stop_token_ids (json_t *root, generation_options_t *options, api_error_t *error)
+{
+    json_t *ids = json_object_get (root, "stop_token_ids");
+    if (!ids || json_is_null (ids))
+        return 0;
+    if (!json_is_array (ids) || json_array_size (ids) > COMPLETION_MAX_STOP_TOKEN_IDS) {
+        api_error_set (error, 400, "stop_token_ids", NULL, "'stop_token_ids' must be an "
+                       "array of at most %d token ids", COMPLETION_MAX_STOP_TOKEN_IDS);
+        return -1;
+    }
+    size_t index;
+    json_t *id;
+    json_array_foreach (ids, index, id) {
+        if (!json_is_integer (id) || json_integer_value (id) < 0
+        ||  json_integer_value (id) > (json_int_t) UINT32_MAX) {
+            api_error_set (error, 400, "stop_token_ids", NULL,
+                           "'stop_token_ids' must hold non-negative integers");
+            return -1;
+        }
+        options->stop_token_ids [index] = (uint32_t) json_integer_value (id);
+    }
+    options->n_stop_token_ids = (uint32_t) json_array_size (ids);
+    return 0;
+}
+
 int
 generation_options_parse (json_t *root, generation_options_t *options, api_error_t *error)
 {
@@ -371,6 +399,7 @@ generation_options_parse (json_t *root, generation_options_t *options, api_error
     ||  s_parse_seed (root, options, error) != 0
     ||  s_parse_n (root, error) != 0
     ||  s_parse_stop (root, options, error) != 0
+    ||  s_parse_stop_token_ids (root, options, error) != 0
     ||  s_parse_stream (root, options, error) != 0)
         return -1;
     return 0;

@@ -40,6 +40,9 @@ typedef struct {
     char code [32];             //  OpenAI's error code ("model_not_found"); "" writes null
 } api_error_t;
 
+//  At most this many stop_token_ids (a vLLM extension) per request.
+#define COMPLETION_MAX_STOP_TOKEN_IDS   32
+
 //  What every generation request carries on to the tokenizer, and how it is answered.
 typedef struct {
     uint32_t max_tokens;        //  0: up to the context (chat's default)
@@ -48,6 +51,8 @@ typedef struct {
     uint64_t seed;
     char **stops;               //  n_stops non-empty heap strings in a heap array, or NULL
     uint32_t n_stops;           //  at most COMPLETION_MAX_STOPS
+    uint32_t stop_token_ids [COMPLETION_MAX_STOP_TOKEN_IDS];  //  vLLM's stop_token_ids
+    uint32_t n_stop_token_ids;
     bool stream;                //  answer with server-sent events
     bool include_usage;         //  stream_options.include_usage: a last chunk with usage
 } generation_options_t;

@@ -815,6 +815,9 @@ s_generate (server_t *server, h2o_req_t *req, endpoint_t endpoint, const char *t
     generate.seed = options->has_seed? options->seed: s_random (server);
     generate.stops = options->n_stops? options->stops: NULL;
     generate.n_stops = options->n_stops;
+    generate.stop_tokens = options->n_stop_token_ids? (uint32_t *) options->stop_token_ids
+                                                   : NULL;
+    generate.n_stop_tokens = options->n_stop_token_ids;
     zlog (ZLOG_DEBUG, ACTOR, pending->id,
           "GENERATE %s max_tokens=%u temperature=%g stops=%u%s",
           endpoint == ENDPOINT_CHAT? "chat": "prompt", generate.max_tokens,

@@ -131,10 +131,10 @@ typedef struct {
 } s_kind_t;
 
 static const s_kind_t s_kinds [PROTO_KIND_COUNT] = {
-    [PROTO_GENERATE] = { .name = "GENERATE", .n_fields = 7, .fields = {
+    [PROTO_GENERATE] = { .name = "GENERATE", .n_fields = 8, .fields = {
         { FIELD_REQUEST_ID, true }, { FIELD_TEXT, false }, { FIELD_CHAT, false },
         { FIELD_MAX_TOKENS, false }, { FIELD_TEMPERATURE, false }, { FIELD_SEED, false },
-        { FIELD_STOPS, false } } },
+        { FIELD_STOPS, false }, { FIELD_STOP_TOKENS, false } } },
     [PROTO_CANCEL] = { .name = "CANCEL", .n_fields = 1, .fields = {
         { FIELD_REQUEST_ID, true } } },
     [PROTO_OUTPUT] = { .name = "OUTPUT", .n_fields = 6, .fields = {

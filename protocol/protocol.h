@@ -100,7 +100,8 @@ typedef struct {
 //  GENERATE     request_id, text (the prompt) or chat (a chat request as JSON: the
 //               object {"messages", "tools", "tool_choice", ...} of OpenAI's request,
 //               validated by the frontend), max_tokens, temperature, seed,
-//               stops/n_stops (stop strings)
+//               stops/n_stops (stop strings), stop_tokens/n_stop_tokens (ids that end
+//               the request besides the model's own end-of-generation tokens)
 //  CANCEL       request_id
 //  OUTPUT       request_id, text (new text, may be empty), tool_calls (NULL, or new
 //               tool-call deltas as a JSON array in OpenAI's streaming shape), finish,

@@ -19,6 +19,8 @@
 #include <string.h>
 
 #define ACTOR "tokenizer"
+//  A request's own stop_token_ids beyond this many are ignored (the frontend allows 32).
+#define MAX_REQUEST_STOP_TOKENS 64
 
 //  One request between GENERATE and its end.
 typedef struct {
@@ -291,8 +293,15 @@ s_handle_generate (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
     submit.max_tokens = msg->max_tokens;
     submit.temperature = msg->temperature;
     submit.seed = msg->seed;
-    submit.stop_tokens = self->stop_tokens;
-    submit.n_stop_tokens = self->n_stop_tokens;
+    //  The model's end-of-generation tokens, then the request's own stop_token_ids.
+    uint32_t stop_tokens [64 + MAX_REQUEST_STOP_TOKENS];
+    uint32_t n_stop_tokens = self->n_stop_tokens;
+    memcpy (stop_tokens, self->stop_tokens, n_stop_tokens * sizeof (uint32_t));
+    size_t capacity = sizeof stop_tokens / sizeof stop_tokens [0];
+    for (uint32_t i = 0; i < msg->n_stop_tokens && n_stop_tokens < capacity; i++)
+        stop_tokens [n_stop_tokens++] = msg->stop_tokens [i];
+    submit.stop_tokens = stop_tokens;
+    submit.n_stop_tokens = n_stop_tokens;
     int rc = proto_send (&submit, self->scheduler);
     free (ids);
     if (rc != 0) {

@@ -177,6 +177,20 @@ test('continue_final_message continues the assistant\'s message (vLLM extension)
   assert.equal(both.status, 400, both.body);
 });
 
+test('stop_token_ids end the reply at that token, without its text (vLLM extension)', () => {
+  // "The capital of France is Paris." is 1576 7483 310 3444 338 3681 29889 <|end|>.
+  const r = postJson(`${server.url}/v1/chat/completions`,
+    request(allCases[0], { stop_token_ids: [3444] }));
+  assert.equal(r.status, 200, r.body);
+  assert.equal(r.json.choices[0].message.content, 'The capital of');
+  assert.equal(r.json.choices[0].finish_reason, 'stop');
+  assert.equal(r.json.usage.completion_tokens, 4);
+  const bad = postJson(`${server.url}/v1/chat/completions`,
+    request(allCases[0], { stop_token_ids: [-1] }));
+  assert.equal(bad.status, 400, bad.body);
+  assert.equal(bad.json.error.param, 'stop_token_ids');
+});
+
 test('a stop string ends the reply before it', () => {
   const r = postJson(`${server.url}/v1/chat/completions`,
     request(allCases[0], { stop: [' is'] }));

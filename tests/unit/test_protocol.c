@@ -279,6 +279,8 @@ s_fill_sample (proto_msg_t *msg, proto_kind_t kind, int variant)
             msg->seed = u64 ^ 0x5555;
             const char *stops [3] = { "\n\n", s_utf8_text, "" };
             assert_int_equal (proto_msg_set_stops (msg, stops, variant == 2 ? 0 : 3), 0);
+            assert_int_equal (proto_msg_set_stop_tokens (msg, some_tokens + 1,
+                                                         variant == 2 ? 0 : 2), 0);
             break;
         }
         case PROTO_CANCEL:
