@@ -6566,6 +6566,24 @@ s_unique (render_t *render, const node_t *node, jinja_value_t *value, args_t *ar
     return result;
 }
 
+//  Sort entries by key and return their items as a list; releases entries.
+static jinja_value_t *
+s_sorted_list (render_t *render, const node_t *node, sort_entry_t *entries, size_t count,
+               bool reverse)
+{
+    jinja_value_t *result = NULL;
+    if (s_sort_entries (render, node, entries, count, reverse)) {
+        result = s_new_list (render, JINJA_LIST_PLAIN);
+        for (size_t index = 0; result && index < count; index++)
+            if (jinja_list_push (result, entries [index].item))
+                jinja_value_unref (&result);
+    }
+    s_release_entries (entries, count);
+    if (!result)
+        s_locate (render, node);
+    return result;
+}
+
 static jinja_value_t *
 s_sort (render_t *render, const node_t *node, jinja_value_t *value, args_t *args)
 {
@@ -6626,17 +6644,7 @@ s_sort (render_t *render, const node_t *node, jinja_value_t *value, args_t *args
         s_locate (render, node);
         return NULL;
     }
-    jinja_value_t *result = NULL;
-    if (s_sort_entries (render, node, entries, count, reverse)) {
-        result = s_new_list (render, JINJA_LIST_PLAIN);
-        for (size_t index = 0; result && index < count; index++)
-            if (jinja_list_push (result, entries [index].item))
-                jinja_value_unref (&result);
-    }
-    s_release_entries (entries, count);
-    if (!result)
-        s_locate (render, node);
-    return result;
+    return s_sorted_list (render, node, entries, count, reverse);
 }
 
 static jinja_value_t *
@@ -6677,17 +6685,7 @@ s_dictsort (render_t *render, const node_t *node, jinja_value_t *value, args_t *
             return s_out_of_memory (render, node);
         }
     }
-    jinja_value_t *result = NULL;
-    if (s_sort_entries (render, node, entries, count, reverse)) {
-        result = s_new_list (render, JINJA_LIST_PLAIN);
-        for (size_t index = 0; result && index < count; index++)
-            if (jinja_list_push (result, entries [index].item))
-                jinja_value_unref (&result);
-    }
-    s_release_entries (entries, count);
-    if (!result)
-        s_locate (render, node);
-    return result;
+    return s_sorted_list (render, node, entries, count, reverse);
 }
 
 static jinja_value_t *
