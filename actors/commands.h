@@ -31,4 +31,8 @@ int
 int
     cmd_mkmodel (int argc, char **argv);
 
+//  zllm bench --url URL [options]: a load generator for any OpenAI-compatible server.
+int
+    cmd_bench (int argc, char **argv);
+
 #endif

@@ -25,6 +25,7 @@ s_usage (FILE *out)
         "  render-chat         print the prompt a chat template builds for a request\n"
         "  tokenize            print the token ids of a text\n"
         "  mkmodel             write a random-weight GGUF of a real model's shape\n"
+        "  bench               load an OpenAI-compatible server and report its speed\n"
         "\n"
         "options:\n"
         "  -h, --help          show this help; `zllm COMMAND --help` shows a command's\n"
@@ -51,6 +52,8 @@ main (int argc, char **argv)
         return cmd_generate (argc - 1, argv + 1);
     if (strcmp (command, "mkmodel") == 0)
         return cmd_mkmodel (argc - 1, argv + 1);
+    if (strcmp (command, "bench") == 0)
+        return cmd_bench (argc - 1, argv + 1);
     if (strcmp (command, "-h") == 0 || strcmp (command, "--help") == 0) {
         s_usage (stdout);
         return 0;
