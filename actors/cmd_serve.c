@@ -25,6 +25,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -44,10 +45,23 @@ typedef struct {
     size_t n_devices;
     const char *worker_listen;
     uint32_t max_model_len;         //  0: the model's context length
-    uint32_t max_num_seqs;
+    uint32_t max_num_seqs;          //  per worker; 0: the scheduler's default
+    uint32_t max_num_batched_tokens;//  per step of a worker; 0: the scheduler's default
+    bool no_prefix_caching;
+    uint32_t block_size;            //  0: the worker's default
+    uint64_t kv_cache_bytes;        //  per local worker; 0: the worker's default
+    double kv_cache_fraction;       //  or this share of MemAvailable over local workers
     uint32_t threads;               //  per worker; 0: $ZLLM_THREADS or 1
     uint64_t max_body_bytes;
     uint32_t shutdown_timeout_s;
+    const char *api_key;            //  --api-key, else $ZLLM_API_KEY; NULL: none
+    const char *allowed_origins;    //  JSON lists for CORS; NULL: ["*"]
+    const char *allowed_methods;
+    const char *allowed_headers;
+    bool allow_credentials;
+    const char *ssl_certfile;
+    const char *ssl_keyfile;
+    uint32_t max_queued_requests;   //  0: no limit
     char model_name [256];
     char *devices_text;             //  owns the strings in devices
 } serve_options_t;
@@ -58,8 +72,9 @@ s_usage (FILE *out)
     fprintf (out,
         "usage: zllm serve MODEL.gguf [options]\n"
         "\n"
-        "Serve the model over the OpenAI HTTP API (POST /v1/completions, GET /v1/models,\n"
-        "GET /health) on HTTP/1.1 and HTTP/2 (h2c).\n"
+        "Serve the model over the OpenAI HTTP API (POST /v1/completions,\n"
+        "POST /v1/chat/completions, GET /v1/models, GET /health, GET /metrics, ...) on\n"
+        "HTTP/1.1 and HTTP/2 (h2c, or h2 over TLS with --ssl-certfile/--ssl-keyfile).\n"
         "\n"
         "options:\n"
         "  --host HOST                 address to listen on (default 127.0.0.1)\n"
@@ -79,10 +94,29 @@ s_usage (FILE *out)
         "  --worker-listen ENDPOINT    also accept workers (`zllm worker --connect`) on this\n"
         "                              ZeroMQ endpoint, e.g. tcp://127.0.0.1:5555\n"
         "  --max-model-len N           tokens of context per sequence (default: the model's)\n"
-        "  --max-num-seqs N            sequences each worker runs at once (default 4)\n"
+        "  --max-num-seqs N            sequences each worker runs at once (default 64)\n"
+        "  --max-num-batched-tokens N  tokens one worker computes in one step (default 512)\n"
+        "  --no-prefix-caching         do not reuse the KV cache of shared prompt prefixes\n"
+        "  --block-size N              KV positions per cache block (default 16)\n"
+        "  --kv-cache-memory SIZE      KV cache of each local worker: bytes with a suffix\n"
+        "                              K, M, G, KiB, MiB, GiB (powers of 1024; e.g. 2GiB), or\n"
+        "                              a fraction of the available memory (e.g. 0.5) split\n"
+        "                              over the local workers (default: 4 sequences of the\n"
+        "                              context, at most 1 GiB)\n"
         "  --threads N                 compute threads of each local worker (default 1, or\n"
         "                              $ZLLM_THREADS); split the cores between devices\n"
         "  --max-body-size BYTES       larger request bodies get 413 (default 16777216)\n"
+        "  --max-queued-requests N     a generation request that finds N requests waiting\n"
+        "                              gets 429 (default: no limit)\n"
+        "  --api-key KEY               every /v1 request needs 'Authorization: Bearer KEY'\n"
+        "                              (default: $ZLLM_API_KEY; none when unset)\n"
+        "  --allowed-origins JSON      CORS: origins allowed, a JSON list (default [\"*\"])\n"
+        "  --allowed-methods JSON      CORS: methods allowed (default [\"*\"])\n"
+        "  --allowed-headers JSON      CORS: request headers allowed (default [\"*\"])\n"
+        "  --allow-credentials         CORS: allow credentials (cookies, Authorization)\n"
+        "  --ssl-certfile FILE         serve HTTPS (h2 and http/1.1 by ALPN) with this PEM\n"
+        "                              certificate chain ...\n"
+        "  --ssl-keyfile FILE          ... and this PEM private key (not encrypted)\n"
         "  --shutdown-timeout SECONDS  on SIGINT/SIGTERM, how long requests in flight may\n"
         "                              take to finish (default 5)\n"
         "  --log-level LEVEL           debug, info, warn or error (default info, or\n"
@@ -128,6 +162,18 @@ s_parse_devices (serve_options_t *options, const char *text)
     return 0;
 }
 
+//  Check a CORS flag's JSON list; prints why and returns -1 when it is not one.
+static int
+s_check_list (const char *flag, const char *text)
+{
+    char err [256];
+    if (frontend_check_string_list (text, err, sizeof err) != 0) {
+        fprintf (stderr, "zllm: %s: %s\n", flag, err);
+        return -1;
+    }
+    return 0;
+}
+
 //  Returns 0 to go on, 1 when --help was shown, -1 on a bad command line.
 static int
 s_parse_options (serve_options_t *options, int argc, char **argv)
@@ -135,7 +181,10 @@ s_parse_options (serve_options_t *options, int argc, char **argv)
     enum {
         OPT_HOST = 256, OPT_PORT, OPT_NAME, OPT_TEMPLATE, OPT_DEVICES, OPT_WORKER_LISTEN,
         OPT_MAX_MODEL_LEN, OPT_MAX_NUM_SEQS, OPT_MAX_BODY, OPT_SHUTDOWN, OPT_LOG_LEVEL,
-        OPT_AUTO_TOOL_CHOICE, OPT_TOOL_CALL_PARSER, OPT_RESPONSE_ROLE, OPT_THREADS
+        OPT_AUTO_TOOL_CHOICE, OPT_TOOL_CALL_PARSER, OPT_RESPONSE_ROLE, OPT_THREADS,
+        OPT_MAX_BATCHED, OPT_NO_PREFIX_CACHING, OPT_BLOCK_SIZE, OPT_KV_CACHE_MEMORY,
+        OPT_MAX_QUEUED, OPT_API_KEY, OPT_ALLOWED_ORIGINS, OPT_ALLOWED_METHODS,
+        OPT_ALLOWED_HEADERS, OPT_ALLOW_CREDENTIALS, OPT_SSL_CERTFILE, OPT_SSL_KEYFILE
     };
     static const struct option long_options [] = {
         { "host", required_argument, NULL, OPT_HOST },
@@ -153,12 +202,23 @@ s_parse_options (serve_options_t *options, int argc, char **argv)
         { "tool-call-parser", required_argument, NULL, OPT_TOOL_CALL_PARSER },
         { "response-role", required_argument, NULL, OPT_RESPONSE_ROLE },
         { "threads", required_argument, NULL, OPT_THREADS },
+        { "max-num-batched-tokens", required_argument, NULL, OPT_MAX_BATCHED },
+        { "no-prefix-caching", no_argument, NULL, OPT_NO_PREFIX_CACHING },
+        { "block-size", required_argument, NULL, OPT_BLOCK_SIZE },
+        { "kv-cache-memory", required_argument, NULL, OPT_KV_CACHE_MEMORY },
+        { "max-queued-requests", required_argument, NULL, OPT_MAX_QUEUED },
+        { "api-key", required_argument, NULL, OPT_API_KEY },
+        { "allowed-origins", required_argument, NULL, OPT_ALLOWED_ORIGINS },
+        { "allowed-methods", required_argument, NULL, OPT_ALLOWED_METHODS },
+        { "allowed-headers", required_argument, NULL, OPT_ALLOWED_HEADERS },
+        { "allow-credentials", no_argument, NULL, OPT_ALLOW_CREDENTIALS },
+        { "ssl-certfile", required_argument, NULL, OPT_SSL_CERTFILE },
+        { "ssl-keyfile", required_argument, NULL, OPT_SSL_KEYFILE },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
     options->host = "127.0.0.1";
     options->port = 8000;
-    options->max_num_seqs = 4;
     options->max_body_bytes = 16 * 1024 * 1024;
     options->shutdown_timeout_s = 5;
     if (s_parse_devices (options, "cpu:0") != 0)
@@ -201,9 +261,63 @@ s_parse_options (serve_options_t *options, int argc, char **argv)
                 options->max_model_len = (uint32_t) value;
                 break;
             case OPT_MAX_NUM_SEQS:
-                if (cli_parse_uint ("--max-num-seqs", optarg, 1, 1024, &value))
+                if (cli_parse_uint ("--max-num-seqs", optarg, 1, 4096, &value))
                     return -1;
                 options->max_num_seqs = (uint32_t) value;
+                break;
+            case OPT_MAX_BATCHED:
+                if (cli_parse_uint ("--max-num-batched-tokens", optarg, 1, 1u << 20, &value))
+                    return -1;
+                options->max_num_batched_tokens = (uint32_t) value;
+                break;
+            case OPT_NO_PREFIX_CACHING:
+                options->no_prefix_caching = true;
+                break;
+            case OPT_BLOCK_SIZE:
+                if (cli_parse_uint ("--block-size", optarg, 1, 1024, &value))
+                    return -1;
+                options->block_size = (uint32_t) value;
+                break;
+            case OPT_KV_CACHE_MEMORY:
+                if (cli_parse_size ("--kv-cache-memory", optarg, &options->kv_cache_bytes,
+                                    &options->kv_cache_fraction))
+                    return -1;
+                break;
+            case OPT_MAX_QUEUED:
+                if (cli_parse_uint ("--max-queued-requests", optarg, 1, 1000000, &value))
+                    return -1;
+                options->max_queued_requests = (uint32_t) value;
+                break;
+            case OPT_API_KEY:
+                if (!optarg [0]) {
+                    fprintf (stderr, "zllm: --api-key: the key is empty\n");
+                    return -1;
+                }
+                options->api_key = optarg;
+                break;
+            case OPT_ALLOWED_ORIGINS:
+                if (s_check_list ("--allowed-origins", optarg))
+                    return -1;
+                options->allowed_origins = optarg;
+                break;
+            case OPT_ALLOWED_METHODS:
+                if (s_check_list ("--allowed-methods", optarg))
+                    return -1;
+                options->allowed_methods = optarg;
+                break;
+            case OPT_ALLOWED_HEADERS:
+                if (s_check_list ("--allowed-headers", optarg))
+                    return -1;
+                options->allowed_headers = optarg;
+                break;
+            case OPT_ALLOW_CREDENTIALS:
+                options->allow_credentials = true;
+                break;
+            case OPT_SSL_CERTFILE:
+                options->ssl_certfile = optarg;
+                break;
+            case OPT_SSL_KEYFILE:
+                options->ssl_keyfile = optarg;
                 break;
             case OPT_MAX_BODY:
                 if (cli_parse_uint ("--max-body-size", optarg, 1024, 1ull << 32, &value))
@@ -262,6 +376,28 @@ s_parse_options (serve_options_t *options, int argc, char **argv)
                  "together\n");
         return -1;
     }
+    if ((options->ssl_certfile != NULL) != (options->ssl_keyfile != NULL)) {
+        fprintf (stderr, "zllm serve: --ssl-certfile and --ssl-keyfile go together\n");
+        return -1;
+    }
+    if (options->ssl_certfile) {
+        char err [512];
+        if (frontend_check_tls (options->ssl_certfile, options->ssl_keyfile, err,
+                                sizeof err) != 0) {
+            fprintf (stderr, "zllm: %s\n", err);
+            return -1;
+        }
+    }
+    //  As vLLM reads VLLM_API_KEY: the flag wins; an empty variable means no key.
+    if (!options->api_key) {
+        const char *key = getenv ("ZLLM_API_KEY");
+        options->api_key = key && *key? key: NULL;
+    }
+    //  A fraction of the available memory is shared by the workers of this process.
+    if (options->kv_cache_fraction > 0 && options->n_devices > 0
+    &&  cli_memory_share ("--kv-cache-memory", options->kv_cache_fraction,
+                          (uint32_t) options->n_devices, &options->kv_cache_bytes))
+        return -1;
     if (options->n_devices == 0 && !options->worker_listen) {
         fprintf (stderr, "zllm serve: with --devices none, give --worker-listen so that "
                  "workers can join\n");
@@ -372,7 +508,9 @@ s_run (serve_options_t *options)
     scheduler_args_t scheduler_args = {
         .inbox_endpoint = scheduler_inbox, .worker_endpoint = scheduler_workers,
         .worker_listen = options->worker_listen, .status_endpoint = status,
-        .model_fingerprint = fingerprint
+        .model_fingerprint = fingerprint, .max_num_seqs = options->max_num_seqs,
+        .max_num_batched_tokens = options->max_num_batched_tokens,
+        .no_prefix_caching = options->no_prefix_caching
     };
     if (supervisor_start (supervisor, "scheduler", scheduler_actor, &scheduler_args,
                           scheduler_args.error, message, sizeof message))
@@ -382,8 +520,9 @@ s_run (serve_options_t *options)
     for (size_t i = 0; i < options->n_devices; i++) {
         worker_args [i] = (worker_args_t) {
             .model_path = options->model_path, .scheduler_endpoint = scheduler_workers,
-            .device = options->devices [i], .n_slots = options->max_num_seqs,
-            .n_ctx = n_ctx, .n_threads = options->threads
+            .device = options->devices [i], .n_ctx = n_ctx,
+            .block_size = options->block_size, .kv_cache_bytes = options->kv_cache_bytes,
+            .n_threads = options->threads
         };
         char name [96];
         snprintf (name, sizeof name, "worker %s", options->devices [i]);
@@ -407,14 +546,21 @@ s_run (serve_options_t *options)
         .model_name = options->model_name, .n_ctx = n_ctx,
         .max_body_bytes = options->max_body_bytes,
         .enable_auto_tool_choice = options->enable_auto_tool_choice,
-        .response_role = options->response_role
+        .response_role = options->response_role, .version = ZLLM_VERSION,
+        .api_key = options->api_key, .allowed_origins = options->allowed_origins,
+        .allowed_methods = options->allowed_methods,
+        .allowed_headers = options->allowed_headers,
+        .allow_credentials = options->allow_credentials,
+        .ssl_certfile = options->ssl_certfile, .ssl_keyfile = options->ssl_keyfile,
+        .max_queued_requests = options->max_queued_requests
     };
     if (supervisor_start (supervisor, "frontend", frontend_actor, &frontend_args,
                           frontend_args.error, message, sizeof message))
         goto done;
     zactor_t *frontend = supervisor_actor (supervisor, "frontend");
-    zlog (ZLOG_INFO, "serve", 0, "serving %s as \"%s\" on http://%s:%u (%zu local worker%s)",
-          options->model_path, options->model_name, options->host, frontend_args.bound_port,
+    zlog (ZLOG_INFO, "serve", 0, "serving %s as \"%s\" on %s://%s:%u (%zu local worker%s)",
+          options->model_path, options->model_name,
+          options->ssl_certfile ? "https" : "http", options->host, frontend_args.bound_port,
           options->n_devices, options->n_devices == 1 ? "" : "s");
 
     exit_status = 0;

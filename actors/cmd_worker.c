@@ -30,28 +30,37 @@ s_usage (FILE *out)
         "  --connect ENDPOINT    the scheduler's worker endpoint, e.g. tcp://10.0.0.1:5555\n"
         "  --device KIND:INDEX   the device to run on (default cpu:0)\n"
         "  --max-model-len N     tokens of context per sequence (default: the model's)\n"
-        "  --max-num-seqs N      sequences run at once (default 4)\n"
+        "  --block-size N        KV positions per cache block (default 16)\n"
+        "  --kv-cache-memory SIZE  the KV cache: bytes with a suffix K, M, G, KiB, MiB,\n"
+        "                        GiB (powers of 1024; e.g. 2GiB), or a fraction of the\n"
+        "                        available memory (e.g. 0.5) (default: 4 sequences of the\n"
+        "                        context, at most 1 GiB)\n"
         "  --threads N           compute threads (default 1, or $ZLLM_THREADS)\n"
         "  --log-level LEVEL     debug, info, warn or error (default info)\n"
-        "  -h, --help            show this help\n");
+        "  -h, --help            show this help\n"
+        "\n"
+        "How many sequences run at once is the scheduler's choice (zllm serve\n"
+        "--max-num-seqs), within the KV cache this worker has.\n");
 }
 
 int
 cmd_worker (int argc, char **argv)
 {
-    enum { OPT_CONNECT = 256, OPT_DEVICE, OPT_MAX_MODEL_LEN, OPT_MAX_NUM_SEQS, OPT_LOG_LEVEL,
-           OPT_THREADS };
+    enum { OPT_CONNECT = 256, OPT_DEVICE, OPT_MAX_MODEL_LEN, OPT_LOG_LEVEL, OPT_THREADS,
+           OPT_BLOCK_SIZE, OPT_KV_CACHE_MEMORY };
     static const struct option long_options [] = {
         { "connect", required_argument, NULL, OPT_CONNECT },
         { "device", required_argument, NULL, OPT_DEVICE },
         { "max-model-len", required_argument, NULL, OPT_MAX_MODEL_LEN },
-        { "max-num-seqs", required_argument, NULL, OPT_MAX_NUM_SEQS },
+        { "block-size", required_argument, NULL, OPT_BLOCK_SIZE },
+        { "kv-cache-memory", required_argument, NULL, OPT_KV_CACHE_MEMORY },
         { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
         { "threads", required_argument, NULL, OPT_THREADS },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
-    worker_args_t args = { .device = "cpu:0", .n_slots = 4 };
+    worker_args_t args = { .device = "cpu:0" };
+    double kv_cache_fraction = 0;
     optind = 1;
     int option;
     uint64_t value;
@@ -73,10 +82,15 @@ cmd_worker (int argc, char **argv)
                     return 2;
                 args.n_ctx = (uint32_t) value;
                 break;
-            case OPT_MAX_NUM_SEQS:
-                if (cli_parse_uint ("--max-num-seqs", optarg, 1, 1024, &value))
+            case OPT_BLOCK_SIZE:
+                if (cli_parse_uint ("--block-size", optarg, 1, 1024, &value))
                     return 2;
-                args.n_slots = (uint32_t) value;
+                args.block_size = (uint32_t) value;
+                break;
+            case OPT_KV_CACHE_MEMORY:
+                if (cli_parse_size ("--kv-cache-memory", optarg, &args.kv_cache_bytes,
+                                    &kv_cache_fraction))
+                    return 2;
                 break;
             case OPT_LOG_LEVEL:
                 if (cli_set_log_level (optarg))
@@ -101,6 +115,9 @@ cmd_worker (int argc, char **argv)
         return 2;
     }
     args.model_path = argv [optind];
+    if (kv_cache_fraction > 0
+    &&  cli_memory_share ("--kv-cache-memory", kv_cache_fraction, 1, &args.kv_cache_bytes))
+        return 2;
 
     supervisor_t *supervisor = supervisor_new ();
     if (!supervisor)

@@ -2,8 +2,9 @@
 
     Validation follows OpenAI's rules and wording where clients see them: a 400 naming
     the parameter at fault, down to the element ("messages[2].tool_calls[0].function.name").
-    What the server cannot do yet (n > 1, tool_choice "required" or a named function,
-    JSON response formats, logprobs) is refused with a 400 that says so. Unknown members
+    What the server cannot do yet (best_of above n, beam search, tool_choice "required"
+    or a named function, JSON response formats, logprobs) is refused with a 400 that
+    says so. Unknown members
     are ignored, as OpenAI ignores them.
 
     The chat passed on to the tokenizer holds the messages as the client sent them
@@ -599,7 +600,8 @@ chat_request_parse (const char *body, size_t size, const char *model_name,
     memset (request, 0, sizeof *request);
     memset (error, 0, sizeof *error);
     request->options.max_tokens = 0;
-    request->options.temperature = COMPLETION_DEFAULT_TEMPERATURE;
+    request->options.sampling.temperature = COMPLETION_DEFAULT_TEMPERATURE;
+    request->options.n = 1;
 
     json_t *root = request_body_load (body, size, error);
     if (!root)
@@ -894,56 +896,77 @@ s_usage (uint32_t prompt_tokens, uint32_t completion_tokens)
                       (json_int_t) prompt_tokens + (json_int_t) completion_tokens);
 }
 
-char *
-chat_response_json (const char *id, int64_t created, const char *model, const char *role,
-                    const char *content, size_t content_size,
-                    const chat_tool_calls_t *tool_calls, const char *finish_reason,
-                    uint32_t prompt_tokens, uint32_t completion_tokens)
+//  One choice's message: {"role", "content", "tool_calls" (only when there are some)}.
+static json_t *
+s_message (const char *role, const chat_choice_t *choice)
 {
-    bool has_calls = chat_tool_calls_count (tool_calls) > 0;
-    bool content_null = has_calls && (!content || content_size == 0);
+    bool has_calls = chat_tool_calls_count (choice->tool_calls) > 0;
+    bool content_null = has_calls && (!choice->content || choice->content_size == 0);
     json_t *message = json_pack ("{s:o, s:o}",
                                  "role", api_json_string (role, strlen (role)),
                                  "content", content_null? json_null ()
-                                          : api_json_string (content, content_size));
+                                          : api_json_string (choice->content,
+                                                             choice->content_size));
     if (message && has_calls
-    &&  json_object_set_new (message, "tool_calls", s_tool_calls_answer (tool_calls)) != 0) {
+    &&  json_object_set_new (message, "tool_calls",
+                             s_tool_calls_answer (choice->tool_calls)) != 0) {
         json_decref (message);
         return NULL;
     }
-    json_t *root = json_pack ("{s:o, s:s, s:I, s:o, s:[{s:i, s:o, s:n, s:o}], s:o}",
+    return message;
+}
+
+//  {"index", key: value (taken), "logprobs": null, "finish_reason"}: a choice of the
+//  answer (key "message") or of a chunk (key "delta").
+static json_t *
+s_choice (uint32_t index, const char *key, json_t *value, const char *finish_reason)
+{
+    return json_pack ("{s:I, s:o, s:n, s:o}",
+                      "index", (json_int_t) index,
+                      key, value,
+                      "logprobs",
+                      "finish_reason",
+                      s_text_or_null (finish_reason,
+                                      finish_reason? strlen (finish_reason): 0));
+}
+
+char *
+chat_response_json (const char *id, int64_t created, const char *model, const char *role,
+                    const chat_choice_t *choices, size_t n_choices,
+                    uint32_t prompt_tokens, uint32_t completion_tokens)
+{
+    json_t *array = json_array ();
+    for (size_t index = 0; array && index < n_choices; index++) {
+        const chat_choice_t *choice = &choices [index];
+        if (json_array_append_new (array,
+                s_choice ((uint32_t) index, "message", s_message (role, choice),
+                          choice->finish_reason)) != 0) {
+            json_decref (array);
+            array = NULL;
+        }
+    }
+    json_t *root = json_pack ("{s:o, s:s, s:I, s:o, s:o, s:o}",
                               "id", api_json_string (id, strlen (id)),
                               "object", "chat.completion",
                               "created", (json_int_t) created,
                               "model", api_json_string (model, strlen (model)),
-                              "choices",
-                              "index", 0,
-                              "message", message,
-                              "logprobs",
-                              "finish_reason",
-                              s_text_or_null (finish_reason,
-                                              finish_reason? strlen (finish_reason): 0),
+                              "choices", array,
                               "usage", s_usage (prompt_tokens, completion_tokens));
     return s_dump (root);
 }
 
-//  One chat.completion.chunk with this delta (taken) and finish_reason (NULL: null).
+//  One chat.completion.chunk with the choice index, this delta (taken) and
+//  finish_reason (NULL: null).
 static char *
-s_chunk_json (const char *id, int64_t created, const char *model, json_t *delta,
-              const char *finish_reason, bool include_usage)
+s_chunk_json (const char *id, int64_t created, const char *model, uint32_t index,
+              json_t *delta, const char *finish_reason, bool include_usage)
 {
-    json_t *root = json_pack ("{s:o, s:s, s:I, s:o, s:[{s:i, s:o, s:n, s:o}]}",
+    json_t *root = json_pack ("{s:o, s:s, s:I, s:o, s:[o]}",
                               "id", api_json_string (id, strlen (id)),
                               "object", "chat.completion.chunk",
                               "created", (json_int_t) created,
                               "model", api_json_string (model, strlen (model)),
-                              "choices",
-                              "index", 0,
-                              "delta", delta,
-                              "logprobs",
-                              "finish_reason",
-                              s_text_or_null (finish_reason,
-                                              finish_reason? strlen (finish_reason): 0));
+                              "choices", s_choice (index, "delta", delta, finish_reason));
     if (root && include_usage && json_object_set_new (root, "usage", json_null ()) != 0) {
         json_decref (root);
         return NULL;
@@ -952,18 +975,18 @@ s_chunk_json (const char *id, int64_t created, const char *model, json_t *delta,
 }
 
 char *
-chat_chunk_role_json (const char *id, int64_t created, const char *model, const char *role,
-                      bool include_usage)
+chat_chunk_role_json (const char *id, int64_t created, const char *model, uint32_t index,
+                      const char *role, bool include_usage)
 {
     json_t *delta = json_pack ("{s:o, s:s}", "role", api_json_string (role, strlen (role)),
                                "content", "");
     if (!delta)
         return NULL;
-    return s_chunk_json (id, created, model, delta, NULL, include_usage);
+    return s_chunk_json (id, created, model, index, delta, NULL, include_usage);
 }
 
 char *
-chat_chunk_delta_json (const char *id, int64_t created, const char *model,
+chat_chunk_delta_json (const char *id, int64_t created, const char *model, uint32_t index,
                        const char *content, size_t content_size, const char *tool_calls,
                        bool include_usage)
 {
@@ -982,15 +1005,15 @@ chat_chunk_delta_json (const char *id, int64_t created, const char *model,
             return NULL;
         }
     }
-    return s_chunk_json (id, created, model, delta, NULL, include_usage);
+    return s_chunk_json (id, created, model, index, delta, NULL, include_usage);
 }
 
 char *
-chat_chunk_finish_json (const char *id, int64_t created, const char *model,
+chat_chunk_finish_json (const char *id, int64_t created, const char *model, uint32_t index,
                         const char *finish_reason, bool include_usage)
 {
     json_t *delta = json_object ();
     if (!delta)
         return NULL;
-    return s_chunk_json (id, created, model, delta, finish_reason, include_usage);
+    return s_chunk_json (id, created, model, index, delta, finish_reason, include_usage);
 }

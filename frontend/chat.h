@@ -80,33 +80,43 @@ size_t
     chat_tool_calls_count (const chat_tool_calls_t *self);
 
 
-//  The body of a finished, non-streamed chat completion. content holds content_size
-//  bytes (sanitized as UTF-8); tool_calls may be NULL or empty. The message's content is
-//  null when there are tool calls and no text; "tool_calls" is there only when there are
-//  some. finish_reason is "stop", "length" or "tool_calls".
+//  One choice of a finished chat completion, as the caller holds it (nothing is
+//  copied).
+typedef struct {
+    const char *content;                //  content_size bytes (sanitized as UTF-8);
+    size_t content_size;                //  NULL is ""
+    const chat_tool_calls_t *tool_calls;    //  NULL or empty: none
+    const char *finish_reason;          //  "stop", "length" or "tool_calls"
+} chat_choice_t;
+
+//  The body of a finished, non-streamed chat completion: choices [0 .. n_choices-1],
+//  each with "index" its place in the array, and one usage for the request
+//  (completion_tokens is the sum over the choices). A message's content is null when it
+//  has tool calls and no text; "tool_calls" is there only when there are some.
 char *
     chat_response_json (const char *id, int64_t created, const char *model, const char *role,
-                        const char *content, size_t content_size,
-                        const chat_tool_calls_t *tool_calls, const char *finish_reason,
+                        const chat_choice_t *choices, size_t n_choices,
                         uint32_t prompt_tokens, uint32_t completion_tokens);
 
-//  The first chunk of a stream: "delta": {"role": role, "content": ""}. With
-//  include_usage each chunk carries "usage": null (a usage chunk follows at the end).
+//  The chunks of a stream each carry one choice, number index. With include_usage each
+//  carries "usage": null (a usage chunk follows at the end).
+
+//  The first chunk of a choice: "delta": {"role": role, "content": ""}.
 char *
     chat_chunk_role_json (const char *id, int64_t created, const char *model,
-                          const char *role, bool include_usage);
+                          uint32_t index, const char *role, bool include_usage);
 
 //  A chunk with new content (NULL: none; content_size bytes) and/or tool-call deltas
 //  (NULL, or a JSON array that chat_tool_calls_valid accepts; passed on as it is).
 //  NULL when out of memory or tool_calls is not valid JSON.
 char *
     chat_chunk_delta_json (const char *id, int64_t created, const char *model,
-                           const char *content, size_t content_size, const char *tool_calls,
-                           bool include_usage);
+                           uint32_t index, const char *content, size_t content_size,
+                           const char *tool_calls, bool include_usage);
 
 //  The chunk that ends the choice: "delta": {} and finish_reason.
 char *
     chat_chunk_finish_json (const char *id, int64_t created, const char *model,
-                            const char *finish_reason, bool include_usage);
+                            uint32_t index, const char *finish_reason, bool include_usage);
 
 #endif

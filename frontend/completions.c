@@ -2,11 +2,13 @@
 
     Validation follows what OpenAI answers where it matters to clients: a 400 with the
     offending parameter in "param", a 404 with code "model_not_found" for a model we do
-    not serve. What this server cannot do yet (array prompts, n > 1) is refused with a
-    400 that says so, never silently ignored. See completions.h.
+    not serve. What this server cannot do yet (array prompts, best_of above n, beam
+    search) is refused with a 400 that says so, never silently ignored. See
+    completions.h.
 */
 #include "completions.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -219,24 +221,69 @@ request_max_tokens_parse (json_t *root, const char *name, uint32_t *value,
     return 0;
 }
 
+//  The number member `name`, absent or null: left as it is. It must lie in [min, max]
+//  (or (min, max] when min_exclusive).
 static int
-s_parse_temperature (json_t *root, generation_options_t *options, api_error_t *error)
+s_parse_number (json_t *root, const char *name, double min, double max, bool min_exclusive,
+                float *value, api_error_t *error)
 {
-    json_t *temperature = json_object_get (root, "temperature");
-    if (!temperature || json_is_null (temperature))
+    json_t *member = json_object_get (root, name);
+    if (!member || json_is_null (member))
         return 0;
-    if (!json_is_number (temperature)) {
-        api_error_set (error, 400, "temperature", NULL,
-                       "'temperature' must be a number or null");
+    if (!json_is_number (member)) {
+        api_error_set (error, 400, name, NULL, "'%s' must be a number or null", name);
         return -1;
     }
-    double value = json_number_value (temperature);
-    if (!(value >= 0 && value <= COMPLETION_MAX_TEMPERATURE)) {
-        api_error_set (error, 400, "temperature", NULL,
-                       "'temperature' must be between 0 and 2, got %g", value);
+    double number = json_number_value (member);
+    bool above_min = min_exclusive? number > min: number >= min;
+    if (!(above_min && number <= max)) {
+        if (min_exclusive)
+            api_error_set (error, 400, name, NULL, "'%s' must be above %g and at most %g, "
+                           "got %g", name, min, max, number);
+        else
+            api_error_set (error, 400, name, NULL, "'%s' must be between %g and %g, got %g",
+                           name, min, max, number);
         return -1;
     }
-    options->temperature = (float) value;
+    *value = (float) number;
+    return 0;
+}
+
+//  The boolean member `name`, absent or null: left as it is.
+static int
+s_parse_boolean (json_t *root, const char *name, bool *value, api_error_t *error)
+{
+    json_t *member = json_object_get (root, name);
+    if (!member || json_is_null (member))
+        return 0;
+    if (!json_is_boolean (member)) {
+        api_error_set (error, 400, name, NULL, "'%s' must be a boolean or null", name);
+        return -1;
+    }
+    *value = json_is_true (member);
+    return 0;
+}
+
+//  The integer member `name` in [min, max], absent or null: left as it is.
+static int
+s_parse_integer (json_t *root, const char *name, json_int_t min, json_int_t max,
+                 json_int_t *value, api_error_t *error)
+{
+    json_t *member = json_object_get (root, name);
+    if (!member || json_is_null (member))
+        return 0;
+    if (!json_is_integer (member)) {
+        api_error_set (error, 400, name, NULL, "'%s' must be an integer or null", name);
+        return -1;
+    }
+    json_int_t number = json_integer_value (member);
+    if (number < min || number > max) {
+        api_error_set (error, 400, name, NULL, "'%s' must be from %" JSON_INTEGER_FORMAT
+                       " to %" JSON_INTEGER_FORMAT ", got %" JSON_INTEGER_FORMAT,
+                       name, min, max, number);
+        return -1;
+    }
+    *value = number;
     return 0;
 }
 
@@ -251,23 +298,139 @@ s_parse_seed (json_t *root, generation_options_t *options, api_error_t *error)
         return -1;
     }
     options->has_seed = true;
-    options->seed = (uint64_t) json_integer_value (seed);
+    options->sampling.seed = (uint64_t) json_integer_value (seed);
     return 0;
 }
 
+//  logit_bias: {"token id": bias, ...}, bias from -100 to 100 (OpenAI). Whether the ids
+//  exist in the vocabulary is the tokenizer's to check.
 static int
-s_parse_n (json_t *root, api_error_t *error)
+s_parse_logit_bias (json_t *root, generation_options_t *options, api_error_t *error)
 {
-    json_t *n = json_object_get (root, "n");
-    if (!n || json_is_null (n))
+    json_t *bias = json_object_get (root, "logit_bias");
+    if (!bias || json_is_null (bias))
         return 0;
-    if (!json_is_integer (n)) {
-        api_error_set (error, 400, "n", NULL, "'n' must be an integer or null");
+    if (!json_is_object (bias)) {
+        api_error_set (error, 400, "logit_bias", NULL,
+                       "'logit_bias' must be an object of token ids to numbers, or null");
         return -1;
     }
-    if (json_integer_value (n) != 1) {
-        api_error_set (error, 400, "n", NULL, "only n=1 is supported for now, got %"
-                       JSON_INTEGER_FORMAT, json_integer_value (n));
+    size_t count = json_object_size (bias);
+    if (count > PROTO_MAX_BIAS) {
+        api_error_set (error, 400, "logit_bias", NULL, "'logit_bias' may hold at most %d "
+                       "tokens, got %zu", PROTO_MAX_BIAS, count);
+        return -1;
+    }
+    if (count == 0)
+        return 0;
+    proto_sampling_t *sampling = &options->sampling;
+    sampling->bias_tokens = (uint32_t *) malloc (count * sizeof (uint32_t));
+    sampling->bias_values = (float *) malloc (count * sizeof (float));
+    if (!sampling->bias_tokens || !sampling->bias_values) {
+        api_error_set (error, 500, NULL, NULL, "out of memory");
+        return -1;
+    }
+    const char *key;
+    json_t *value;
+    json_object_foreach (bias, key, value) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long id = strtoull (key, &end, 10);
+        if (!key [0] || *end || errno || key [0] == '-' || key [0] == '+'
+        ||  id > UINT32_MAX) {
+            api_error_set (error, 400, "logit_bias", NULL, "'logit_bias' keys must be "
+                           "token ids (non-negative integers), got '%.40s'", key);
+            return -1;
+        }
+        if (!json_is_number (value) || json_number_value (value) < -100
+        ||  json_number_value (value) > 100) {
+            api_error_set (error, 400, "logit_bias", NULL, "'logit_bias' values must be "
+                           "numbers from -100 to 100 (token %.40s)", key);
+            return -1;
+        }
+        sampling->bias_tokens [sampling->n_bias] = (uint32_t) id;
+        sampling->bias_values [sampling->n_bias] = (float) json_number_value (value);
+        sampling->n_bias++;
+    }
+    return 0;
+}
+
+//  temperature, top_p, top_k, min_p, the penalties, seed, min_tokens, logit_bias and
+//  ignore_eos, with OpenAI's and vLLM's ranges.
+static int
+s_parse_sampling (json_t *root, generation_options_t *options, api_error_t *error)
+{
+    proto_sampling_t *sampling = &options->sampling;
+    json_int_t top_k = 0, min_tokens = 0;
+    if (s_parse_number (root, "temperature", 0, COMPLETION_MAX_TEMPERATURE, false,
+                        &sampling->temperature, error) != 0
+    ||  s_parse_number (root, "top_p", 0, 1, true, &sampling->top_p, error) != 0
+    ||  s_parse_number (root, "min_p", 0, 1, false, &sampling->min_p, error) != 0
+    ||  s_parse_number (root, "presence_penalty", -2, 2, false,
+                        &sampling->presence_penalty, error) != 0
+    ||  s_parse_number (root, "frequency_penalty", -2, 2, false,
+                        &sampling->frequency_penalty, error) != 0
+    ||  s_parse_number (root, "repetition_penalty", 0, 2, true,
+                        &sampling->repetition_penalty, error) != 0
+    ||  s_parse_integer (root, "top_k", -1, UINT32_MAX, &top_k, error) != 0
+    ||  s_parse_integer (root, "min_tokens", 0, UINT32_MAX, &min_tokens, error) != 0
+    ||  s_parse_seed (root, options, error) != 0
+    ||  s_parse_logit_bias (root, options, error) != 0
+    ||  s_parse_boolean (root, "ignore_eos", &options->ignore_eos, error) != 0)
+        return -1;
+    //  vLLM: top_k -1 (or 0) is every token.
+    sampling->top_k = top_k > 0? (uint32_t) top_k: 0;
+    sampling->min_tokens = (uint32_t) min_tokens;
+    if (options->max_tokens && sampling->min_tokens > options->max_tokens) {
+        api_error_set (error, 400, "min_tokens", NULL, "'min_tokens' (%u) must not be "
+                       "above max_tokens (%u)", sampling->min_tokens, options->max_tokens);
+        return -1;
+    }
+    return 0;
+}
+
+//  n: how many choices (sequences sampled from the one prompt), 1 .. PROTO_MAX_N.
+//  best_of (generate that many, return the n best) and beam search need the scheduler
+//  to rank sequences, which it does not yet: best_of is accepted only where it changes
+//  nothing (equal to n), use_beam_search only false. OpenAI's own rule for best_of
+//  (at least n) is checked first, so a client gets the same 400 it would get there.
+static int
+s_parse_n (json_t *root, generation_options_t *options, api_error_t *error)
+{
+    json_int_t n = options->n? options->n: 1;
+    if (s_parse_integer (root, "n", 1, PROTO_MAX_N, &n, error) != 0)
+        return -1;
+    options->n = (uint32_t) n;
+
+    json_t *best_of = json_object_get (root, "best_of");
+    if (best_of && !json_is_null (best_of)) {
+        if (!json_is_integer (best_of)) {
+            api_error_set (error, 400, "best_of", NULL,
+                           "'best_of' must be an integer or null");
+            return -1;
+        }
+        json_int_t value = json_integer_value (best_of);
+        if (value < n) {
+            api_error_set (error, 400, "best_of", NULL,
+                           "best_of must be greater than or equal to n, got n=%"
+                           JSON_INTEGER_FORMAT " and best_of=%" JSON_INTEGER_FORMAT,
+                           n, value);
+            return -1;
+        }
+        if (value != n) {
+            api_error_set (error, 400, "best_of", NULL,
+                           "best_of is not supported yet: leave it out or set it to n (%"
+                           JSON_INTEGER_FORMAT "), got %" JSON_INTEGER_FORMAT, n, value);
+            return -1;
+        }
+    }
+    bool use_beam_search = false;
+    if (s_parse_boolean (root, "use_beam_search", &use_beam_search, error) != 0)
+        return -1;
+    if (use_beam_search) {
+        api_error_set (error, 400, "use_beam_search", NULL,
+                       "beam search is not supported yet: leave 'use_beam_search' out or "
+                       "set it to false");
         return -1;
     }
     return 0;
@@ -395,9 +558,8 @@ s_parse_stop_token_ids (json_t *root, generation_options_t *options, api_error_t
 int
 generation_options_parse (json_t *root, generation_options_t *options, api_error_t *error)
 {
-    if (s_parse_temperature (root, options, error) != 0
-    ||  s_parse_seed (root, options, error) != 0
-    ||  s_parse_n (root, error) != 0
+    if (s_parse_sampling (root, options, error) != 0
+    ||  s_parse_n (root, options, error) != 0
     ||  s_parse_stop (root, options, error) != 0
     ||  s_parse_stop_token_ids (root, options, error) != 0
     ||  s_parse_stream (root, options, error) != 0)
@@ -408,6 +570,7 @@ generation_options_parse (json_t *root, generation_options_t *options, api_error
 void
 generation_options_reset (generation_options_t *options)
 {
+    proto_sampling_reset (&options->sampling);
     if (options->stops) {
         for (uint32_t index = 0; index < options->n_stops; index++)
             free (options->stops [index]);
@@ -448,7 +611,8 @@ completion_request_parse (const char *body, size_t size, const char *model_name,
     memset (request, 0, sizeof *request);
     memset (error, 0, sizeof *error);
     request->options.max_tokens = COMPLETION_DEFAULT_MAX_TOKENS;
-    request->options.temperature = COMPLETION_DEFAULT_TEMPERATURE;
+    request->options.sampling.temperature = COMPLETION_DEFAULT_TEMPERATURE;
+    request->options.n = 1;
 
     json_t *root = request_body_load (body, size, error);
     if (!root)
@@ -485,46 +649,60 @@ completion_id_format (uint64_t request_id, char buffer [COMPLETION_ID_SIZE])
 //  --------------------------------------------------------------------------
 //  Responses
 
+//  One choice of a completion, or of one of its chunks: {"index", "text", "logprobs":
+//  null, "finish_reason"}.
+static json_t *
+s_completion_choice (uint32_t index, const char *text, size_t text_size,
+                     const char *finish_reason)
+{
+    return json_pack ("{s:I, s:o, s:n, s:o}",
+                      "index", (json_int_t) index,
+                      "text", api_json_string (text, text_size),
+                      "logprobs",
+                      "finish_reason", s_json_text_or_null (finish_reason));
+}
+
 char *
 completion_response_json (const char *id, int64_t created, const char *model,
-                          const char *text, size_t text_size, const char *finish_reason,
+                          const completion_choice_t *choices, size_t n_choices,
                           uint32_t prompt_tokens, uint32_t completion_tokens)
 {
-    json_t *choice = json_pack ("{s:i, s:o, s:n, s:o}",
-                                "index", 0,
-                                "text", api_json_string (text, text_size),
-                                "logprobs",
-                                "finish_reason", s_json_text_or_null (finish_reason));
+    json_t *array = json_array ();
+    for (size_t index = 0; array && index < n_choices; index++) {
+        const completion_choice_t *choice = &choices [index];
+        if (json_array_append_new (array,
+                s_completion_choice ((uint32_t) index, choice->text, choice->text_size,
+                                     choice->finish_reason)) != 0) {
+            json_decref (array);
+            array = NULL;
+        }
+    }
     json_t *usage = json_pack ("{s:I, s:I, s:I}",
                                "prompt_tokens", (json_int_t) prompt_tokens,
                                "completion_tokens", (json_int_t) completion_tokens,
                                "total_tokens",
                                (json_int_t) prompt_tokens + (json_int_t) completion_tokens);
-    if (!choice || !usage) {
-        json_decref (choice);
+    if (!array || !usage) {
+        json_decref (array);
         json_decref (usage);
         return NULL;
     }
-    json_t *root = json_pack ("{s:o, s:s, s:I, s:o, s:[o], s:o}",
+    json_t *root = json_pack ("{s:o, s:s, s:I, s:o, s:o, s:o}",
                               "id", api_json_string (id, strlen (id)),
                               "object", "text_completion",
                               "created", (json_int_t) created,
                               "model", api_json_string (model, strlen (model)),
-                              "choices", choice,
+                              "choices", array,
                               "usage", usage);
     return s_dump (root);
 }
 
 char *
-completion_chunk_json (const char *id, int64_t created, const char *model,
+completion_chunk_json (const char *id, int64_t created, const char *model, uint32_t index,
                        const char *text, size_t text_size, const char *finish_reason,
                        bool include_usage)
 {
-    json_t *choice = json_pack ("{s:i, s:o, s:n, s:o}",
-                                "index", 0,
-                                "text", api_json_string (text, text_size),
-                                "logprobs",
-                                "finish_reason", s_json_text_or_null (finish_reason));
+    json_t *choice = s_completion_choice (index, text, text_size, finish_reason);
     json_t *root = json_pack ("{s:o, s:s, s:I, s:o, s:[o]}",
                               "id", api_json_string (id, strlen (id)),
                               "object", "text_completion",
@@ -575,6 +753,8 @@ api_error_type (int status)
 {
     if (status == 401)
         return "authentication_error";
+    if (status == 429)
+        return "rate_limit_error";
     if (status >= 500)
         return "server_error";
     return "invalid_request_error";

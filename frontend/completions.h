@@ -10,6 +10,10 @@
     (temperature, seed, n, stop, stream, stream_options) in a generation_options_t; the
     usage chunk that ends a stream; UTF-8 sanitizing and the error bodies.
 
+    A request may ask for n choices (n sequences sampled from the same prompt). The
+    answers take them as an array, choice i with "index" i; a streamed chunk carries
+    one choice, named by its index.
+
     Every JSON text these functions return is a heap string (free it); NULL means out of
     memory. A request that fails validation fills an api_error_t that says which HTTP
     status, message, param and code the client gets.
@@ -17,6 +21,7 @@
 #ifndef ZLLM_COMPLETIONS_H
 #define ZLLM_COMPLETIONS_H
 
+#include "protocol.h"
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -46,15 +51,17 @@ typedef struct {
 //  What every generation request carries on to the tokenizer, and how it is answered.
 typedef struct {
     uint32_t max_tokens;        //  0: up to the context (chat's default)
-    float temperature;          //  0 .. 2; 0 means greedy
-    bool has_seed;              //  false: the caller picks a random seed
-    uint64_t seed;
+    proto_sampling_t sampling;  //  temperature 0 .. 2 (0 greedy), top_p, top_k, ...;
+                                //  its logit_bias arrays are heap, freed by reset
+    bool has_seed;              //  false: the caller picks a random sampling.seed
+    bool ignore_eos;            //  vLLM: do not stop at the model's end tokens
     char **stops;               //  n_stops non-empty heap strings in a heap array, or NULL
     uint32_t n_stops;           //  at most COMPLETION_MAX_STOPS
     uint32_t stop_token_ids [COMPLETION_MAX_STOP_TOKEN_IDS];  //  vLLM's stop_token_ids
     uint32_t n_stop_token_ids;
     bool stream;                //  answer with server-sent events
     bool include_usage;         //  stream_options.include_usage: a last chunk with usage
+    uint32_t n;                 //  choices wanted, 1 .. PROTO_MAX_N (default 1)
 } generation_options_t;
 
 //  A valid completion request, as the frontend passes it on.
@@ -84,10 +91,15 @@ int
     request_max_tokens_parse (json_t *root, const char *name, uint32_t *value,
                               api_error_t *error);
 
-//  Read temperature, seed, n (only 1), stop, stream and stream_options (allowed only
-//  with stream true) into options, which keeps what it holds for absent members (the
-//  caller sets the defaults first). Returns 0, or -1 with error filled; options may hold
-//  stops either way: release it with generation_options_reset.
+//  Read the sampling parameters (temperature, top_p, top_k, min_p, presence_penalty,
+//  frequency_penalty, repetition_penalty, seed, min_tokens, logit_bias), ignore_eos,
+//  n (1 .. PROTO_MAX_N), best_of (absent, null or equal to n: it is not supported
+//  otherwise), use_beam_search (false only), stop, stop_token_ids, stream and
+//  stream_options (allowed only with stream true) into options, which keeps what it
+//  holds for absent members (the caller sets the defaults, and max_tokens, first:
+//  min_tokens may not exceed it; an n left at 0 becomes 1). Returns 0, or -1 with
+//  error filled; options may hold arrays either way: release it with
+//  generation_options_reset.
 int
     generation_options_parse (json_t *root, generation_options_t *options,
                               api_error_t *error);
@@ -111,21 +123,29 @@ void
 void
     completion_id_format (uint64_t request_id, char buffer [COMPLETION_ID_SIZE]);
 
-//  The body of a finished, non-streamed completion. text holds text_size bytes, which
-//  need not be valid UTF-8 (invalid sequences become U+FFFD). finish_reason is "stop" or
-//  "length".
+//  One choice of a finished completion, as the caller holds it (nothing is copied).
+typedef struct {
+    const char *text;           //  text_size bytes, need not be valid UTF-8 (invalid
+    size_t text_size;           //  sequences become U+FFFD); NULL is ""
+    const char *finish_reason;  //  "stop" or "length"
+} completion_choice_t;
+
+//  The body of a finished, non-streamed completion: choices [0 .. n_choices-1], each
+//  with "index" its place in the array, and one usage for the request (completion_tokens
+//  is the sum over the choices).
 char *
     completion_response_json (const char *id, int64_t created, const char *model,
-                              const char *text, size_t text_size, const char *finish_reason,
+                              const completion_choice_t *choices, size_t n_choices,
                               uint32_t prompt_tokens, uint32_t completion_tokens);
 
-//  One chunk of a streamed completion: object "text_completion", one choice with text
-//  (text_size bytes, sanitized) and finish_reason (NULL: JSON null). With include_usage
-//  the chunk carries "usage": null, as OpenAI's do when a usage chunk will follow.
+//  One chunk of a streamed completion: object "text_completion", one choice, number
+//  index, with text (text_size bytes, sanitized) and finish_reason (NULL: JSON null).
+//  With include_usage the chunk carries "usage": null, as OpenAI's do when a usage
+//  chunk will follow.
 char *
     completion_chunk_json (const char *id, int64_t created, const char *model,
-                           const char *text, size_t text_size, const char *finish_reason,
-                           bool include_usage);
+                           uint32_t index, const char *text, size_t text_size,
+                           const char *finish_reason, bool include_usage);
 
 //  The last chunk of a stream asked for with stream_options.include_usage: object
 //  ("text_completion" or "chat.completion.chunk"), "choices": [] and the usage.

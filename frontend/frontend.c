@@ -10,14 +10,21 @@
 
     A completion (or chat completion) becomes a pending_t allocated in the request's own
     memory pool with a dispose callback, and is found by request id in a hash table.
-    Not streamed, OUTPUT messages append text (and merge tool calls); the one with a
-    finish reason answers the request. When h2o frees a request that has no answer yet
+    A request asks for n choices (n sequences from one prompt, 1 .. PROTO_MAX_N): the
+    pending_t ends with one choice_t per choice, and each OUTPUT names its choice by
+    index. Each choice finishes on its own (its last OUTPUT has a finish reason); the
+    request is done when all have. Not streamed, OUTPUT messages append text (and merge
+    tool calls) to their choice; when the last choice finishes, the answer lists them
+    all in index order. When h2o frees a request that has no answer yet
     (the client went away), the dispose callback sends CANCEL. HTTP/1.1 connections are
     not read while h2o processes a request, so h2o cannot see a client leave: a probe
     twice a second peeks at the socket of every pending HTTP/1 request and cancels it
     when the peer has closed (HTTP/2 tells h2o at once).
 
-    Streamed ("stream": true), each OUTPUT becomes SSE events ("data: <json>\n\n"). The
+    Streamed ("stream": true), each OUTPUT becomes SSE events ("data: <json>\n\n"), each
+    chunk naming its choice's index; a chat stream opens with a role chunk per choice,
+    each choice gets its finish chunk when it finishes, and the usage chunk (when asked
+    for) and [DONE] follow once every choice has finished. The
     response starts (200, text/event-stream) with the first OUTPUT, or when a second has
     passed without one: until then an ERROR is still an ordinary JSON error with its
     status. h2o 2.2.5 allows one h2o_send at a time: what arrives while a send waits for
@@ -38,8 +45,39 @@
     of its own that h2o 2.2.5 does not always unlink before h2o_context_dispose.
 
     Answers that are not streamed are one h2o_send_inline each (a single FINAL send).
+
+    Around the endpoints (s_on_request), in this order:
+      - CORS: a preflight (OPTIONS with Origin and Access-Control-Request-Method) is
+        answered at once, 204 when the origin, method and headers are allowed, else
+        400. Any other request from an allowed Origin gets Access-Control-Allow-Origin
+        (and Allow-Credentials) added to its response headers before anything else is
+        done, so every answer carries them, errors and streams included.
+      - The API key, on every path under /v1 when one is set: "Authorization: Bearer
+        KEY", compared in constant time; else 401. /health, /version and /metrics stay
+        open, as vLLM leaves them.
+      - For a generation request, the queue limit: "waiting" is the number of requests
+        in the pending table (passed on, not yet answered) less the number the
+        scheduler says it runs in its latest STATUS (published on every change); a
+        request that finds max_queued_requests waiting gets 429 with Retry-After: 1.
+        So a request counts as waiting from the moment the frontend passes it on
+        (while it is tokenized, and while it waits in the scheduler's queue) until the
+        scheduler runs it.
+
+    Metrics (metrics.h): each pending request remembers when it arrived; its first
+    OUTPUT with text or tool calls (of any choice) gives the time to first token; each
+    later OUTPUT of a choice with new tokens the inter-token latency (the time since that
+    choice's previous one, spread over its new tokens: the sequences of one request run
+    side by side, so the time between two of them says nothing); the end of the last
+    choice the end-to-end latency, the finish reason and the usage (completion tokens
+    summed over the choices). The gauges come from the latest STATUS.
+
+    TLS: with a certificate and key, the listener's connections go through OpenSSL
+    (h2o's h2o_accept does the handshake when accept_ctx.ssl_ctx is set), and ALPN
+    offers h2 then http/1.1 (h2o_alpn_protocols); a client without ALPN gets HTTP/1.1.
 */
 #include <h2o.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include <errno.h>
 #include <inttypes.h>
@@ -50,6 +88,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -58,6 +97,7 @@
 #include "frontend.h"
 #include "chat.h"
 #include "completions.h"
+#include "metrics.h"
 #include "protocol.h"
 #include "zlog.h"
 
@@ -90,6 +130,15 @@ __lsan_default_suppressions (void)
 #define CLOSE_FORCE_MSEC        1000
 //  A stream with nothing written for this long gets a ": ping" comment.
 #define PING_MSEC               1000
+//  How long a browser may keep a CORS preflight's answer (Starlette's default, as
+//  vLLM answers).
+#define CORS_MAX_AGE            "600"
+//  Access-Control-Allow-Methods when every method is allowed: the list Starlette
+//  sends for "*" (a literal "*" means nothing to a browser sending credentials).
+#define CORS_ALL_METHODS        "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
+//  Request headers a browser may always send (CORS-safelisted); Starlette allows them
+//  whatever --allowed-headers says.
+#define CORS_SAFE_HEADERS       "Accept, Accept-Language, Content-Language, Content-Type"
 
 typedef struct _server_t server_t;
 
@@ -106,6 +155,13 @@ typedef enum {
     ENDPOINT_CHAT                   //  /v1/chat/completions
 } endpoint_t;
 
+//  A list of strings from a JSON array (--allowed-origins and friends).
+typedef struct {
+    char **items;                   //  count heap strings, in a heap array
+    size_t count;
+    bool any;                       //  "*" is one of them: everything is allowed
+} string_list_t;
+
 //  A growable heap buffer of bytes, NUL-terminated when not empty.
 typedef struct {
     char *data;
@@ -113,8 +169,22 @@ typedef struct {
     size_t limit;                   //  bytes allocated
 } buffer_t;
 
+//  One choice of a request: one sequence the scheduler samples.
+typedef struct {
+    //  Not streamed: what the answer gathers
+    buffer_t text;
+    chat_tool_calls_t *tool_calls;  //  chat only; NULL until the first call
+    proto_finish_t finish;          //  PROTO_FINISH_NONE until its last OUTPUT came
+    uint32_t completion_tokens;     //  from its latest OUTPUT (a total so far)
+    //  Metrics: seconds on the monotonic clock
+    bool text_seen;                 //  an OUTPUT with text or tool calls came
+    double last_token_at;           //  when its last OUTPUT with new tokens came
+    uint32_t last_completion_tokens;    //  completion_tokens of that OUTPUT
+} choice_t;
+
 //  One request waiting for its answer. Lives in the request's pool: h2o frees it
-//  (through s_pending_dispose) when it frees the request.
+//  (through s_pending_dispose) when it frees the request. Its choices are part of the
+//  same allocation, so they go with it.
 typedef struct {
     server_t *server;
     h2o_req_t *req;
@@ -123,9 +193,7 @@ typedef struct {
     char id_text [CHAT_ID_SIZE];    //  "cmpl-..." or "chatcmpl-..."
     int64_t created;                //  unix seconds
     bool answered;                  //  out of the table: answered, failed or cancelled
-    //  Not streamed: what the answer gathers
-    buffer_t text;
-    chat_tool_calls_t *tool_calls;  //  chat only
+    uint32_t prompt_tokens;         //  the request's, from the latest OUTPUT
     //  Streamed
     bool stream;
     bool include_usage;             //  a usage chunk before [DONE]
@@ -138,6 +206,13 @@ typedef struct {
     buffer_t queue;                 //  events waiting for the next send
     buffer_t inflight;              //  what h2o is sending: kept until proceed
     h2o_timeout_entry_t ping_entry; //  on server->ping_timeout while streaming
+    //  Metrics: seconds on the monotonic clock
+    double arrived_at;              //  when the handler got the request
+    bool text_seen;                 //  an OUTPUT with text or tool calls came
+    //  Choices
+    uint32_t n;                     //  how many, 1 .. PROTO_MAX_N
+    uint32_t n_finished;            //  how many have finished
+    choice_t choices [];            //  n of them, in index order
 } pending_t;
 
 //  Our h2o handler: one for every path; it dispatches by itself.
@@ -175,7 +250,15 @@ struct _server_t {
     int64_t started_at;             //  unix seconds, for /v1/models
     int64_t status_at;              //  zclock_mono () of the last healthy STATUS, 0: never
     uint32_t status_workers;
+    metrics_status_t scheduler;     //  from the latest STATUS (its waiting is not used)
     size_t max_body_bytes;
+    metrics_t *metrics;
+    string_list_t origins;          //  CORS: --allowed-origins
+    string_list_t methods;          //  --allowed-methods
+    string_list_t headers;          //  --allowed-headers
+    char *allow_methods;            //  Access-Control-Allow-Methods of a preflight
+    char *allow_headers;            //  Access-Control-Allow-Headers, unless any
+    SSL_CTX *ssl_context;           //  TLS, or NULL for cleartext
     bool in_drain;                  //  inside s_drain: it re-checks by itself
     bool terminating;               //  $TERM received
     bool draining;                  //  DRAIN received: no new requests
@@ -234,6 +317,33 @@ s_iovec_is (h2o_iovec_t value, const char *text)
     return h2o_memis (value.base, value.len, text, strlen (text));
 }
 
+//  Does value start with prefix?
+static bool
+s_iovec_starts (h2o_iovec_t value, const char *prefix)
+{
+    size_t size = strlen (prefix);
+    return value.len >= size && memcmp (value.base, prefix, size) == 0;
+}
+
+//  The value of the request header name (lower case), or an iovec with base NULL.
+static h2o_iovec_t
+s_request_header (h2o_req_t *req, const char *name)
+{
+    ssize_t index = h2o_find_header_by_str (&req->headers, name, strlen (name), -1);
+    if (index < 0)
+        return h2o_iovec_init (NULL, 0);
+    return req->headers.entries [index].value;
+}
+
+//  Seconds on the monotonic clock, for latencies.
+static double
+s_now (void)
+{
+    struct timespec now;
+    clock_gettime (CLOCK_MONOTONIC, &now);
+    return (double) now.tv_sec + (double) now.tv_nsec * 1e-9;
+}
+
 //  After a send made outside s_drain: ZeroMQ may have taken the fd's edge while
 //  sending, so look for waiting input and drain it from the zero timeout.
 static void
@@ -255,14 +365,21 @@ s_check_input (server_t *server)
 //  Answers
 
 static void
-s_send_json (h2o_req_t *req, int status, const char *body, size_t size)
+s_send_text (h2o_req_t *req, int status, const char *content_type, const char *body,
+             size_t size)
 {
     req->res.status = status;
     req->res.reason = http_status_reason (status);
     req->res.content_length = size;
     h2o_add_header (&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
-                    H2O_STRLIT ("application/json"));
+                    content_type, strlen (content_type));
     h2o_send_inline (req, body, size);
+}
+
+static void
+s_send_json (h2o_req_t *req, int status, const char *body, size_t size)
+{
+    s_send_text (req, status, "application/json", body, size);
 }
 
 //  Send body (heap JSON, taken) or, when it is NULL (out of memory), a fixed 500.
@@ -286,6 +403,16 @@ s_send_error (h2o_req_t *req, int status, const char *param, const char *code,
               const char *message)
 {
     s_send_json_owned (req, status, api_error_json (status, message, param, code));
+}
+
+//  429: the queue is full. Retry-After tells clients (the OpenAI SDKs read it) when to
+//  try again.
+static void
+s_send_queue_full (h2o_req_t *req, const char *message)
+{
+    h2o_add_header (&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL,
+                    H2O_STRLIT ("1"));
+    s_send_error (req, 429, NULL, NULL, message);
 }
 
 static void
@@ -329,6 +456,119 @@ s_buffer_free (buffer_t *buffer)
 {
     free (buffer->data);
     memset (buffer, 0, sizeof *buffer);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Lists of strings (--allowed-origins, --allowed-methods, --allowed-headers)
+
+static void
+s_string_list_reset (string_list_t *list)
+{
+    for (size_t index = 0; index < list->count; index++)
+        free (list->items [index]);
+    free (list->items);
+    memset (list, 0, sizeof *list);
+}
+
+//  Parse text, a JSON array of strings, into list (zeroed first); NULL text means
+//  ["*"]. Returns 0, or -1 with error filled and list empty.
+static int
+s_string_list_parse (const char *text, string_list_t *list, char *error, size_t error_size)
+{
+    memset (list, 0, sizeof *list);
+    if (!text) {
+        list->any = true;
+        return 0;
+    }
+    json_error_t json_error;
+    //  Any JSON value, so that '"*"' is told it is no list rather than no JSON.
+    json_t *root = json_loads (text, JSON_DECODE_ANY, &json_error);
+    if (!root) {
+        snprintf (error, error_size, "not valid JSON (%s, at line %d, column %d); give a "
+                  "list of strings such as '[\"https://example.com\"]'",
+                  json_error.text, json_error.line, json_error.column);
+        return -1;
+    }
+    if (!json_is_array (root)) {
+        snprintf (error, error_size, "not a JSON list; give a list of strings such as "
+                  "'[\"https://example.com\"]'");
+        json_decref (root);
+        return -1;
+    }
+    size_t size = json_array_size (root);
+    list->items = (char **) calloc (size? size: 1, sizeof (char *));
+    if (!list->items) {
+        snprintf (error, error_size, "out of memory");
+        json_decref (root);
+        return -1;
+    }
+    for (size_t index = 0; index < size; index++) {
+        const char *value = json_string_value (json_array_get (root, index));
+        if (!value || !*value) {
+            snprintf (error, error_size, "element %zu of the list is not a non-empty string",
+                      index);
+            json_decref (root);
+            s_string_list_reset (list);
+            return -1;
+        }
+        list->items [index] = strdup (value);
+        if (!list->items [index]) {
+            snprintf (error, error_size, "out of memory");
+            json_decref (root);
+            s_string_list_reset (list);
+            return -1;
+        }
+        list->count = index + 1;
+        if (strcmp (value, "*") == 0)
+            list->any = true;
+    }
+    json_decref (root);
+    return 0;
+}
+
+//  Is value one of the list's strings (ignoring ASCII case when asked)?
+static bool
+s_string_list_has (const string_list_t *list, const char *value, size_t size,
+                   bool ignore_case)
+{
+    for (size_t index = 0; index < list->count; index++) {
+        const char *item = list->items [index];
+        if (strlen (item) != size)
+            continue;
+        if (ignore_case? strncasecmp (item, value, size) == 0: memcmp (item, value, size) == 0)
+            return true;
+    }
+    return false;
+}
+
+//  The strings joined with ", " after prefix (which may be ""), as a heap string.
+static char *
+s_string_list_join (const string_list_t *list, const char *prefix)
+{
+    size_t size = strlen (prefix) + 1;
+    for (size_t index = 0; index < list->count; index++)
+        size += strlen (list->items [index]) + 2;
+    char *joined = (char *) malloc (size);
+    if (!joined)
+        return NULL;
+    strcpy (joined, prefix);
+    for (size_t index = 0; index < list->count; index++) {
+        if (*joined)
+            strcat (joined, ", ");
+        strcat (joined, list->items [index]);
+    }
+    return joined;
+}
+
+int
+frontend_check_string_list (const char *text, char *error, size_t error_size)
+{
+    string_list_t list;
+    if (s_string_list_parse (text, &list, error, error_size) != 0)
+        return -1;
+    s_string_list_reset (&list);
+    return 0;
 }
 
 
@@ -395,10 +635,12 @@ s_pending_dispose (void *data)
     s_pending_abandon (pending);
     if (h2o_timeout_is_linked (&pending->ping_entry))
         h2o_timeout_unlink (&pending->ping_entry);
-    s_buffer_free (&pending->text);
     s_buffer_free (&pending->queue);
     s_buffer_free (&pending->inflight);
-    chat_tool_calls_destroy (&pending->tool_calls);
+    for (uint32_t index = 0; index < pending->n; index++) {
+        s_buffer_free (&pending->choices [index].text);
+        chat_tool_calls_destroy (&pending->choices [index].tool_calls);
+    }
     pending->server->live_requests--;
 }
 
@@ -460,7 +702,7 @@ s_stream_queue_done (pending_t *pending)
 }
 
 //  Start the response (status and headers go with the first send); a chat stream opens
-//  with the role chunk. Returns -1 when out of memory.
+//  with a role chunk for each choice, as OpenAI's does. Returns -1 when out of memory.
 static int
 s_stream_start (pending_t *pending)
 {
@@ -478,11 +720,15 @@ s_stream_start (pending_t *pending)
     pending->generator.proceed = s_on_stream_proceed;
     pending->generator.stop = s_on_stream_stop;
     h2o_start_response (req, &pending->generator);
-    if (pending->endpoint == ENDPOINT_CHAT)
-        return s_stream_queue_event (pending,
-            chat_chunk_role_json (pending->id_text, pending->created,
-                                  server->args->model_name, s_response_role (server),
-                                  pending->include_usage));
+    if (pending->endpoint != ENDPOINT_CHAT)
+        return 0;
+    for (uint32_t index = 0; index < pending->n; index++)
+        if (s_stream_queue_event (pending,
+                chat_chunk_role_json (pending->id_text, pending->created,
+                                      server->args->model_name, index,
+                                      s_response_role (server),
+                                      pending->include_usage)) != 0)
+            return -1;
     return 0;
 }
 
@@ -575,40 +821,28 @@ s_fail_all (server_t *server, int status, const char *message, bool cancel)
         s_pending_fail (pending, status, message, cancel);
 }
 
-static void
-s_log_completed (pending_t *pending, const proto_msg_t *output)
+//  The choice an OUTPUT is for, or NULL when it must be skipped: its index names no
+//  choice of the request (the request has then been failed: an answer that waits for
+//  a choice that will never come would hang), or that choice has already finished.
+static choice_t *
+s_output_choice (pending_t *pending, const proto_msg_t *output)
 {
-    const char *finish = proto_finish_name (output->finish);
-    zlog (ZLOG_INFO, ACTOR, pending->id, "completed%s: %s, %u prompt + %u completion tokens",
-          pending->stream? " (streamed)": "", finish? finish: "?",
-          output->prompt_tokens, output->completion_tokens);
-}
-
-//  The whole answer of a request that is not streamed.
-static void
-s_pending_complete (pending_t *pending, const proto_msg_t *output)
-{
-    server_t *server = pending->server;
-    h2o_req_t *req = pending->req;
-    const char *finish = proto_finish_name (output->finish);
-    char *body;
-    if (pending->endpoint == ENDPOINT_CHAT)
-        body = chat_response_json (pending->id_text, pending->created,
-                                   server->args->model_name, s_response_role (server),
-                                   pending->text.data, pending->text.size,
-                                   pending->tool_calls, finish? finish: "stop",
-                                   output->prompt_tokens, output->completion_tokens);
-    else
-        body = completion_response_json (pending->id_text, pending->created,
-                                         server->args->model_name,
-                                         pending->text.data, pending->text.size,
-                                         finish? finish: "stop",
-                                         output->prompt_tokens, output->completion_tokens);
-    s_log_completed (pending, output);
-    s_pending_close (pending);
-    if (server->draining)
-        req->http1_is_persistent = 0;
-    s_send_json_owned (req, 200, body);
+    if (output->index >= pending->n) {
+        zlog (ZLOG_WARN, ACTOR, pending->id, "OUTPUT for choice %u of a request with %u",
+              output->index, pending->n);
+        s_pending_fail (pending, 500, "internal error: the model pipeline answered for a "
+                        "choice the request does not have", true);
+        return NULL;
+    }
+    choice_t *choice = &pending->choices [output->index];
+    if (choice->finish != PROTO_FINISH_NONE) {
+        zlog (ZLOG_WARN, ACTOR, pending->id, "OUTPUT for choice %u after it finished, "
+              "skipped", output->index);
+        return NULL;
+    }
+    pending->prompt_tokens = output->prompt_tokens;
+    choice->completion_tokens = output->completion_tokens;
+    return choice;
 }
 
 //  The tool-call deltas of an OUTPUT, or NULL when it has none or they are malformed.
@@ -625,44 +859,158 @@ s_output_tool_calls (pending_t *pending, const proto_msg_t *output)
     return output->tool_calls;
 }
 
-//  An OUTPUT for a request that is not streamed: gather it; answer at the end.
+//  What an OUTPUT tells the metrics: the request's first with text or tool calls gives
+//  the time to first token; each later one of the same choice with new tokens, the
+//  time since that choice's previous one, spread over them.
+static void
+s_pending_observe (pending_t *pending, choice_t *choice, const proto_msg_t *output,
+                   bool has_text)
+{
+    metrics_t *metrics = pending->server->metrics;
+    double now = s_now ();
+    if (has_text && !pending->text_seen) {
+        pending->text_seen = true;
+        metrics_time_to_first_token (metrics, now - pending->arrived_at);
+    }
+    if (!choice->text_seen) {
+        if (has_text) {
+            choice->text_seen = true;
+            choice->last_token_at = now;
+            choice->last_completion_tokens = output->completion_tokens;
+        }
+    }
+    else
+    if (output->completion_tokens > choice->last_completion_tokens) {
+        metrics_inter_token_latency (metrics, now - choice->last_token_at,
+                                     output->completion_tokens
+                                     - choice->last_completion_tokens);
+        choice->last_token_at = now;
+        choice->last_completion_tokens = output->completion_tokens;
+    }
+}
+
+//  The choice's last OUTPUT came. Returns true when it was the request's last choice.
+static bool
+s_choice_finish (pending_t *pending, choice_t *choice, const proto_msg_t *output)
+{
+    choice->finish = output->finish;
+    pending->n_finished++;
+    return pending->n_finished == pending->n;
+}
+
+//  Every choice has finished: count the request in the metrics, log it, and return
+//  its completion tokens (the sum over the choices). One request, one finish reason:
+//  that of choice 0 (request_success_total counts requests, not sequences; with n = 1
+//  it is the only one).
+static uint32_t
+s_pending_finished (pending_t *pending)
+{
+    uint64_t sum = 0;
+    for (uint32_t index = 0; index < pending->n; index++)
+        sum += pending->choices [index].completion_tokens;
+    uint32_t completion_tokens = sum > UINT32_MAX? UINT32_MAX: (uint32_t) sum;
+    const char *finish = proto_finish_name (pending->choices [0].finish);
+    metrics_request_finished (pending->server->metrics, finish, pending->prompt_tokens,
+                              completion_tokens, s_now () - pending->arrived_at);
+    char choices [32] = "";
+    if (pending->n > 1)
+        snprintf (choices, sizeof choices, " in %u choices", pending->n);
+    zlog (ZLOG_INFO, ACTOR, pending->id, "completed%s: %s, %u prompt + %u completion tokens%s",
+          pending->stream? " (streamed)": "", finish? finish: "?", pending->prompt_tokens,
+          completion_tokens, choices);
+    return completion_tokens;
+}
+
+//  The whole answer of a request that is not streamed: every choice, in index order.
+static void
+s_pending_complete (pending_t *pending)
+{
+    server_t *server = pending->server;
+    h2o_req_t *req = pending->req;
+    uint32_t completion_tokens = s_pending_finished (pending);
+    char *body;
+    if (pending->endpoint == ENDPOINT_CHAT) {
+        chat_choice_t choices [PROTO_MAX_N];
+        for (uint32_t index = 0; index < pending->n; index++) {
+            choice_t *choice = &pending->choices [index];
+            const char *finish = proto_finish_name (choice->finish);
+            choices [index].content = choice->text.data;
+            choices [index].content_size = choice->text.size;
+            choices [index].tool_calls = choice->tool_calls;
+            choices [index].finish_reason = finish? finish: "stop";
+        }
+        body = chat_response_json (pending->id_text, pending->created,
+                                   server->args->model_name, s_response_role (server),
+                                   choices, pending->n, pending->prompt_tokens,
+                                   completion_tokens);
+    }
+    else {
+        completion_choice_t choices [PROTO_MAX_N];
+        for (uint32_t index = 0; index < pending->n; index++) {
+            choice_t *choice = &pending->choices [index];
+            const char *finish = proto_finish_name (choice->finish);
+            choices [index].text = choice->text.data;
+            choices [index].text_size = choice->text.size;
+            choices [index].finish_reason = finish? finish: "stop";
+        }
+        body = completion_response_json (pending->id_text, pending->created,
+                                         server->args->model_name, choices, pending->n,
+                                         pending->prompt_tokens, completion_tokens);
+    }
+    s_pending_close (pending);
+    if (server->draining)
+        req->http1_is_persistent = 0;
+    s_send_json_owned (req, 200, body);
+}
+
+//  An OUTPUT for a request that is not streamed: gather it into its choice; answer
+//  when the last choice finishes.
 static void
 s_pending_gather (pending_t *pending, const proto_msg_t *output)
 {
+    choice_t *choice = s_output_choice (pending, output);
+    if (!choice)
+        return;
     const char *text = output->text? output->text: "";
     const char *tool_calls = s_output_tool_calls (pending, output);
-    int rc = s_buffer_append (&pending->text, text, strlen (text));
+    s_pending_observe (pending, choice, output, *text || tool_calls);
+    int rc = s_buffer_append (&choice->text, text, strlen (text));
     if (rc == 0 && tool_calls) {
-        if (!pending->tool_calls)
-            pending->tool_calls = chat_tool_calls_new ();
-        rc = pending->tool_calls? chat_tool_calls_add (pending->tool_calls, tool_calls): -1;
+        if (!choice->tool_calls)
+            choice->tool_calls = chat_tool_calls_new ();
+        rc = choice->tool_calls? chat_tool_calls_add (choice->tool_calls, tool_calls): -1;
     }
     if (rc != 0)
         s_pending_fail (pending, 500, "out of memory", true);
     else
-    if (output->finish != PROTO_FINISH_NONE)
-        s_pending_complete (pending, output);
+    if (output->finish != PROTO_FINISH_NONE && s_choice_finish (pending, choice, output))
+        s_pending_complete (pending);
 }
 
-//  An OUTPUT for a streamed request: its chunks, and at the end the finish chunk, the
-//  usage chunk when asked for, and [DONE].
+//  An OUTPUT for a streamed request: its chunks, and at the end of its choice the
+//  finish chunk; after the last choice, the usage chunk when asked for, and [DONE].
 static void
 s_pending_stream (pending_t *pending, const proto_msg_t *output)
 {
     server_t *server = pending->server;
     const char *model = server->args->model_name;
+    choice_t *choice = s_output_choice (pending, output);
+    if (!choice)
+        return;
+    uint32_t index = output->index;
     const char *text = output->text? output->text: "";
     size_t text_size = strlen (text);
     const char *tool_calls = s_output_tool_calls (pending, output);
+    s_pending_observe (pending, choice, output, text_size > 0 || tool_calls);
     int rc = s_stream_start (pending);
     if (rc == 0 && pending->endpoint == ENDPOINT_CHAT && (text_size > 0 || tool_calls))
         rc = s_stream_queue_event (pending,
-            chat_chunk_delta_json (pending->id_text, pending->created, model,
+            chat_chunk_delta_json (pending->id_text, pending->created, model, index,
                                    text_size > 0? text: NULL, text_size, tool_calls,
                                    pending->include_usage));
     if (rc == 0 && pending->endpoint == ENDPOINT_COMPLETIONS && text_size > 0)
         rc = s_stream_queue_event (pending,
-            completion_chunk_json (pending->id_text, pending->created, model,
+            completion_chunk_json (pending->id_text, pending->created, model, index,
                                    text, text_size, NULL, pending->include_usage));
     if (rc != 0) {
         s_pending_fail (pending, 500, "out of memory", true);
@@ -675,21 +1023,28 @@ s_pending_stream (pending_t *pending, const proto_msg_t *output)
     const char *finish = proto_finish_name (output->finish);
     if (pending->endpoint == ENDPOINT_CHAT)
         rc = s_stream_queue_event (pending,
-            chat_chunk_finish_json (pending->id_text, pending->created, model, finish,
-                                    pending->include_usage));
+            chat_chunk_finish_json (pending->id_text, pending->created, model, index,
+                                    finish, pending->include_usage));
     else
         rc = s_stream_queue_event (pending,
-            completion_chunk_json (pending->id_text, pending->created, model, "", 0, finish,
-                                   pending->include_usage));
-    if (rc == 0 && pending->include_usage)
-        rc = s_stream_queue_event (pending,
-            usage_chunk_json (pending->id_text, s_chunk_object (pending), pending->created,
-                              model, output->prompt_tokens, output->completion_tokens));
+            completion_chunk_json (pending->id_text, pending->created, model, index,
+                                   "", 0, finish, pending->include_usage));
     if (rc != 0) {
         s_pending_fail (pending, 500, "out of memory", true);
         return;
     }
-    s_log_completed (pending, output);
+    if (!s_choice_finish (pending, choice, output)) {
+        s_stream_flush (pending);
+        return;
+    }
+    uint32_t completion_tokens = s_pending_finished (pending);
+    if (pending->include_usage
+    &&  s_stream_queue_event (pending,
+            usage_chunk_json (pending->id_text, s_chunk_object (pending), pending->created,
+                              model, pending->prompt_tokens, completion_tokens)) != 0) {
+        s_pending_fail (pending, 500, "out of memory", true);
+        return;
+    }
     s_pending_close (pending);
     if (server->draining)
         pending->req->http1_is_persistent = 0;
@@ -777,27 +1132,62 @@ s_accepting (server_t *server, h2o_req_t *req)
     return true;
 }
 
+//  Requests passed on and not yet running: those in the pending table less those the
+//  scheduler runs (its latest STATUS). A request that finishes in the scheduler before
+//  its last OUTPUT reaches us may count as waiting for that moment; hence the floor.
+static uint32_t
+s_waiting (server_t *server)
+{
+    size_t in_flight = zhashx_size (server->pending);
+    size_t running = server->scheduler.running;
+    return in_flight > running? (uint32_t) (in_flight - running): 0;
+}
+
+//  Is the queue full (--max-queued-requests)? If so, the request has been answered 429.
+static bool
+s_queue_full (server_t *server, h2o_req_t *req)
+{
+    uint32_t limit = server->args->max_queued_requests;
+    if (limit == 0)
+        return false;
+    uint32_t waiting = s_waiting (server);
+    if (waiting < limit)
+        return false;
+    char message [200];
+    snprintf (message, sizeof message, "the server is busy: %u requests are already waiting "
+              "(--max-queued-requests %u); try again later", waiting, limit);
+    zlog (ZLOG_INFO, ACTOR, 0, "refused 429: %u requests waiting", waiting);
+    s_send_queue_full (req, message);
+    return true;
+}
+
 //  A validated request: its pending_t, and GENERATE to the tokenizer with the prompt
 //  (text) or the chat (JSON).
 static void
 s_generate (server_t *server, h2o_req_t *req, endpoint_t endpoint, const char *text,
-            const char *chat, const generation_options_t *options)
+            const char *chat, const generation_options_t *options, double arrived_at)
 {
-    pending_t *pending = (pending_t *) h2o_mem_alloc_shared (&req->pool, sizeof (pending_t),
+    //  n is 1 .. PROTO_MAX_N (validated); the choices come in the same allocation.
+    uint32_t n = options->n >= 1 && options->n <= PROTO_MAX_N? options->n: 1;
+    size_t size = sizeof (pending_t) + n * sizeof (choice_t);
+    pending_t *pending = (pending_t *) h2o_mem_alloc_shared (&req->pool, size,
                                                              s_pending_dispose);
-    memset (pending, 0, sizeof *pending);
+    memset (pending, 0, size);
+    pending->n = n;
     pending->server = server;
     pending->req = req;
     pending->endpoint = endpoint;
     server->live_requests++;
-    pending->id = server->next_id++;
-    if (pending->id == 0)               //  0 means "no request" in logs
-        pending->id = server->next_id++;
+    //  Request ids are below 2^63 (PROTO_MAX_REQUEST_ID); 0 means "no request" in logs.
+    pending->id = server->next_id++ & PROTO_MAX_REQUEST_ID;
+    if (pending->id == 0)
+        pending->id = server->next_id++ & PROTO_MAX_REQUEST_ID;
     if (endpoint == ENDPOINT_CHAT)
         chat_id_format (pending->id, pending->id_text);
     else
         completion_id_format (pending->id, pending->id_text);
     pending->created = (int64_t) time (NULL);
+    pending->arrived_at = arrived_at;
     pending->stream = options->stream;
     pending->include_usage = options->include_usage;
     pending->ping_entry.cb = s_on_ping;
@@ -811,17 +1201,20 @@ s_generate (server_t *server, h2o_req_t *req, endpoint_t endpoint, const char *t
     generate.text = (char *) text;      //  borrowed, as the rest: generate is not reset
     generate.chat = (char *) chat;
     generate.max_tokens = options->max_tokens;
-    generate.temperature = options->temperature;
-    generate.seed = options->has_seed? options->seed: s_random (server);
+    generate.sampling = options->sampling;  //  its logit_bias arrays borrowed too
+    if (!options->has_seed)
+        generate.sampling.seed = s_random (server);
+    generate.ignore_eos = options->ignore_eos;
+    generate.n = pending->n;
     generate.stops = options->n_stops? options->stops: NULL;
     generate.n_stops = options->n_stops;
     generate.stop_tokens = options->n_stop_token_ids? (uint32_t *) options->stop_token_ids
                                                    : NULL;
     generate.n_stop_tokens = options->n_stop_token_ids;
     zlog (ZLOG_DEBUG, ACTOR, pending->id,
-          "GENERATE %s max_tokens=%u temperature=%g stops=%u%s",
-          endpoint == ENDPOINT_CHAT? "chat": "prompt", generate.max_tokens,
-          (double) generate.temperature, generate.n_stops, pending->stream? " stream": "");
+          "GENERATE %s n=%u max_tokens=%u temperature=%g stops=%u%s",
+          endpoint == ENDPOINT_CHAT? "chat": "prompt", generate.n, generate.max_tokens,
+          (double) generate.sampling.temperature, generate.n_stops, pending->stream? " stream": "");
     int rc = proto_send (&generate, server->tokenizer);
     int send_errno = errno;
     s_check_input (server);
@@ -840,7 +1233,8 @@ s_generate (server_t *server, h2o_req_t *req, endpoint_t endpoint, const char *t
 static void
 s_handle_completion (server_t *server, h2o_req_t *req)
 {
-    if (!s_accepting (server, req))
+    double arrived_at = s_now ();
+    if (!s_accepting (server, req) || s_queue_full (server, req))
         return;
     completion_request_t request;
     api_error_t error;
@@ -850,14 +1244,16 @@ s_handle_completion (server_t *server, h2o_req_t *req)
         s_send_json_owned (req, error.status, api_error_to_json (&error));
         return;
     }
-    s_generate (server, req, ENDPOINT_COMPLETIONS, request.prompt, NULL, &request.options);
+    s_generate (server, req, ENDPOINT_COMPLETIONS, request.prompt, NULL, &request.options,
+                arrived_at);
     completion_request_reset (&request);
 }
 
 static void
 s_handle_chat (server_t *server, h2o_req_t *req)
 {
-    if (!s_accepting (server, req))
+    double arrived_at = s_now ();
+    if (!s_accepting (server, req) || s_queue_full (server, req))
         return;
     chat_request_t request;
     api_error_t error;
@@ -867,7 +1263,8 @@ s_handle_chat (server_t *server, h2o_req_t *req)
         s_send_json_owned (req, error.status, api_error_to_json (&error));
         return;
     }
-    s_generate (server, req, ENDPOINT_CHAT, NULL, request.chat, &request.options);
+    s_generate (server, req, ENDPOINT_CHAT, NULL, request.chat, &request.options,
+                arrived_at);
     chat_request_reset (&request);
 }
 
@@ -898,12 +1295,248 @@ s_handle_health (server_t *server, h2o_req_t *req)
     }
 }
 
+static void
+s_handle_version (server_t *server, h2o_req_t *req)
+{
+    const char *version = server->args->version? server->args->version: "unknown";
+    json_t *root = json_pack ("{s:s}", "version", version);
+    char *body = root? json_dumps (root, JSON_COMPACT): NULL;
+    json_decref (root);
+    s_send_json_owned (req, 200, body);
+}
+
+//  GET /v1/models/{id}: the object /v1/models lists (taken from that list, so the two
+//  never differ), or 404 as OpenAI answers for a model it does not have.
+static void
+s_handle_model (server_t *server, h2o_req_t *req, h2o_iovec_t id)
+{
+    const char *model_name = server->args->model_name;
+    if (!h2o_memis (id.base, id.len, model_name, strlen (model_name))) {
+        char message [400];
+        snprintf (message, sizeof message, "The model '%.*s' does not exist",
+                  (int) (id.len < 300? id.len: 300), id.base);
+        s_send_error (req, 404, "model", "model_not_found", message);
+        return;
+    }
+    char *list = models_list_json (model_name, server->started_at, server->args->n_ctx);
+    json_t *root = list? json_loads (list, 0, NULL): NULL;
+    json_t *model = json_array_get (json_object_get (root, "data"), 0);
+    char *body = model? json_dumps (model, JSON_COMPACT): NULL;
+    json_decref (root);
+    free (list);
+    s_send_json_owned (req, 200, body);
+}
+
+static void
+s_handle_metrics (server_t *server, h2o_req_t *req)
+{
+    metrics_status_t status = server->scheduler;
+    status.waiting = s_waiting (server);
+    char *text = metrics_text (server->metrics, &status);
+    if (!text) {
+        s_send_error (req, 500, NULL, NULL, "out of memory");
+        return;
+    }
+    s_send_text (req, 200, METRICS_CONTENT_TYPE, text, strlen (text));
+    free (text);
+}
+
+
+//  --------------------------------------------------------------------------
+//  CORS and the API key
+
+static bool
+s_origin_allowed (server_t *server, h2o_iovec_t origin)
+{
+    return origin.base
+        && (server->origins.any
+        ||  s_string_list_has (&server->origins, origin.base, origin.len, false));
+}
+
+//  The answer to an allowed origin says so: "*" when every origin is allowed and no
+//  credentials are, else the origin itself (a browser sending credentials refuses "*"),
+//  and then Vary: Origin, since the answer depends on it.
+static void
+s_cors_allow_origin (server_t *server, h2o_req_t *req, h2o_iovec_t origin)
+{
+    if (server->origins.any && !server->args->allow_credentials)
+        h2o_add_header (&req->pool, &req->res.headers, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN,
+                        NULL, H2O_STRLIT ("*"));
+    else {
+        h2o_iovec_t copy = h2o_strdup (&req->pool, origin.base, origin.len);
+        h2o_add_header (&req->pool, &req->res.headers, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN,
+                        NULL, copy.base, copy.len);
+        h2o_add_header (&req->pool, &req->res.headers, H2O_TOKEN_VARY, NULL,
+                        H2O_STRLIT ("Origin"));
+    }
+    if (server->args->allow_credentials)
+        h2o_add_header_by_str (&req->pool, &req->res.headers,
+                               H2O_STRLIT ("access-control-allow-credentials"), 0, NULL,
+                               H2O_STRLIT ("true"));
+}
+
+//  Are all the headers a preflight asks for (comma-separated names) allowed? The
+//  CORS-safelisted ones always are.
+static bool
+s_cors_headers_allowed (server_t *server, h2o_iovec_t requested)
+{
+    if (server->headers.any || !requested.base)
+        return true;
+    static const char *safe [] = { "accept", "accept-language", "content-language",
+                                   "content-type" };
+    size_t at = 0;
+    while (at < requested.len) {
+        size_t end = at;
+        while (end < requested.len && requested.base [end] != ',')
+            end++;
+        size_t start = at, stop = end;
+        while (start < stop && (requested.base [start] == ' ' || requested.base [start] == '\t'))
+            start++;
+        while (stop > start && (requested.base [stop - 1] == ' ' || requested.base [stop - 1] == '\t'))
+            stop--;
+        const char *name = requested.base + start;
+        size_t size = stop - start;
+        bool allowed = size == 0
+                    || s_string_list_has (&server->headers, name, size, true);
+        for (size_t index = 0; !allowed && index < sizeof safe / sizeof safe [0]; index++)
+            allowed = strlen (safe [index]) == size && strncasecmp (safe [index], name, size) == 0;
+        if (!allowed)
+            return false;
+        at = end + 1;
+    }
+    return true;
+}
+
+//  A CORS preflight: OPTIONS with Origin and Access-Control-Request-Method. Allowed:
+//  204 with what may be sent and for how long the answer holds. Not allowed: 400 (as
+//  Starlette answers for vLLM), without CORS headers, so the browser refuses.
+static void
+s_handle_preflight (server_t *server, h2o_req_t *req, h2o_iovec_t origin,
+                    h2o_iovec_t method)
+{
+    h2o_iovec_t requested = s_request_header (req, "access-control-request-headers");
+    const char *refused = NULL;
+    if (!s_origin_allowed (server, origin))
+        refused = "origin";
+    else
+    if (!server->methods.any
+    &&  !s_string_list_has (&server->methods, method.base, method.len, false))
+        refused = "method";
+    else
+    if (!s_cors_headers_allowed (server, requested))
+        refused = "headers";
+    if (refused) {
+        char message [100];
+        snprintf (message, sizeof message, "Disallowed CORS %s", refused);
+        s_send_error (req, 400, NULL, NULL, message);
+        return;
+    }
+    s_cors_allow_origin (server, req, origin);
+    h2o_add_header_by_str (&req->pool, &req->res.headers,
+                           H2O_STRLIT ("access-control-allow-methods"), 0, NULL,
+                           server->allow_methods, strlen (server->allow_methods));
+    //  Every header allowed: name the ones asked for ("*" is literal with credentials).
+    if (server->headers.any && requested.base && requested.len > 0) {
+        h2o_iovec_t copy = h2o_strdup (&req->pool, requested.base, requested.len);
+        h2o_add_header_by_str (&req->pool, &req->res.headers,
+                               H2O_STRLIT ("access-control-allow-headers"), 0, NULL,
+                               copy.base, copy.len);
+    }
+    else
+    if (!server->headers.any)
+        h2o_add_header_by_str (&req->pool, &req->res.headers,
+                               H2O_STRLIT ("access-control-allow-headers"), 0, NULL,
+                               server->allow_headers, strlen (server->allow_headers));
+    h2o_add_header_by_str (&req->pool, &req->res.headers,
+                           H2O_STRLIT ("access-control-max-age"), 0, NULL,
+                           H2O_STRLIT (CORS_MAX_AGE));
+    req->res.status = 204;
+    req->res.reason = "No Content";
+    req->res.content_length = 0;
+    h2o_send_inline (req, "", 0);
+}
+
+//  Does this path need the API key? Everything under /v1, as vLLM guards it.
+static bool
+s_path_needs_key (server_t *server, h2o_iovec_t path)
+{
+    const char *key = server->args->api_key;
+    return key && *key && (s_iovec_is (path, "/v1") || s_iovec_starts (path, "/v1/"));
+}
+
+//  Compare in constant time: every byte of the key is looked at whatever the guess
+//  holds, so how long it takes says nothing about how much of a guess was right.
+static bool
+s_key_matches (const char *given, size_t given_size, const char *key)
+{
+    size_t key_size = strlen (key);
+    unsigned char difference = given_size != key_size;
+    for (size_t index = 0; index < key_size; index++) {
+        unsigned char byte = index < given_size? (unsigned char) given [index]: 0;
+        difference |= byte ^ (unsigned char) key [index];
+    }
+    return difference == 0;
+}
+
+//  Is the request authorized ("Authorization: Bearer KEY", the scheme in any case)?
+//  If not, it has been answered 401 as OpenAI answers (the SDKs raise
+//  AuthenticationError).
+static bool
+s_authorized (server_t *server, h2o_req_t *req)
+{
+    const char *message = NULL;
+    ssize_t index = h2o_find_header (&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    if (index < 0)
+        message = "You didn't provide an API key. You need to provide your API key in an "
+                  "Authorization header using Bearer auth (i.e. Authorization: Bearer "
+                  "YOUR_KEY).";
+    else {
+        h2o_iovec_t value = req->headers.entries [index].value;
+        size_t at = 0;
+        while (at < value.len && value.base [at] == ' ')
+            at++;
+        bool bearer = value.len - at > 7 && strncasecmp (value.base + at, "bearer ", 7) == 0;
+        at += 7;
+        while (bearer && at < value.len && value.base [at] == ' ')
+            at++;
+        size_t end = value.len;
+        while (bearer && end > at && value.base [end - 1] == ' ')
+            end--;
+        if (bearer && s_key_matches (value.base + at, end - at, server->args->api_key))
+            return true;
+        message = "Incorrect API key provided. You need to provide the server's API key "
+                  "in an Authorization header using Bearer auth (i.e. Authorization: "
+                  "Bearer YOUR_KEY).";
+    }
+    zlog (ZLOG_DEBUG, ACTOR, 0, "refused 401: %s API key",
+          index < 0? "no": "an incorrect");
+    h2o_add_header (&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+                    H2O_STRLIT ("Bearer"));
+    s_send_error (req, 401, NULL, "invalid_api_key", message);
+    return false;
+}
+
 static int
 s_on_request (h2o_handler_t *self, h2o_req_t *req)
 {
     server_t *server = ((handler_t *) self)->server;
     h2o_iovec_t path = req->path_normalized;
     bool is_get = s_iovec_is (req->method, "GET") || s_iovec_is (req->method, "HEAD");
+
+    //  CORS first: a preflight carries no credentials, and every other answer to an
+    //  allowed origin, errors included, must say so or the browser hides it.
+    h2o_iovec_t origin = s_request_header (req, "origin");
+    if (origin.base) {
+        h2o_iovec_t method = s_request_header (req, "access-control-request-method");
+        if (s_iovec_is (req->method, "OPTIONS") && method.base) {
+            s_handle_preflight (server, req, origin, method);
+            return 0;
+        }
+        if (s_origin_allowed (server, origin))
+            s_cors_allow_origin (server, req, origin);
+    }
+    if (s_path_needs_key (server, path) && !s_authorized (server, req))
+        return 0;
     if (s_iovec_is (path, "/v1/completions")) {
         if (s_iovec_is (req->method, "POST"))
             s_handle_completion (server, req);
@@ -925,9 +1558,32 @@ s_on_request (h2o_handler_t *self, h2o_req_t *req)
             s_send_method_not_allowed (req, "GET, HEAD");
     }
     else
+    if (s_iovec_starts (path, "/v1/models/") && path.len > strlen ("/v1/models/")) {
+        size_t prefix = strlen ("/v1/models/");
+        if (is_get)
+            s_handle_model (server, req, h2o_iovec_init (path.base + prefix,
+                                                         path.len - prefix));
+        else
+            s_send_method_not_allowed (req, "GET, HEAD");
+    }
+    else
     if (s_iovec_is (path, "/health")) {
         if (is_get)
             s_handle_health (server, req);
+        else
+            s_send_method_not_allowed (req, "GET, HEAD");
+    }
+    else
+    if (s_iovec_is (path, "/version")) {
+        if (is_get)
+            s_handle_version (server, req);
+        else
+            s_send_method_not_allowed (req, "GET, HEAD");
+    }
+    else
+    if (s_iovec_is (path, "/metrics")) {
+        if (is_get)
+            s_handle_metrics (server, req);
         else
             s_send_method_not_allowed (req, "GET, HEAD");
     }
@@ -1249,6 +1905,12 @@ s_handle_status (server_t *server)
     if (msg.kind == PROTO_STATUS) {
         server->status_workers = msg.workers;
         server->status_at = msg.workers >= 1? zclock_mono (): 0;
+        server->scheduler.running = msg.running;
+        server->scheduler.kv_blocks_used = msg.kv_blocks_used;
+        server->scheduler.kv_blocks_total = msg.kv_blocks_total;
+        server->scheduler.prefix_queries = msg.prefix_queries;
+        server->scheduler.prefix_hits = msg.prefix_hits;
+        server->scheduler.preemptions = msg.preemptions;
     }
     else
         zlog (ZLOG_WARN, ACTOR, 0, "unexpected %s on the status socket, skipped",
@@ -1289,6 +1951,102 @@ s_drain (server_t *server)
     //  Out of budget with input left: let h2o do its I/O, then go on.
     if (more && !server->terminating && !h2o_timeout_is_linked (&server->drain_entry))
         h2o_timeout_link (server->loop, &server->context.zero_timeout, &server->drain_entry);
+}
+
+
+//  --------------------------------------------------------------------------
+//  TLS
+
+//  OpenSSL's reason for the last failure in this thread (its error queue emptied), or
+//  fallback when it has none.
+static const char *
+s_tls_reason (char *buffer, size_t size, const char *fallback)
+{
+    unsigned long code = ERR_peek_last_error ();
+    if (code)
+        ERR_error_string_n (code, buffer, size);
+    else
+        snprintf (buffer, size, "%s", fallback);
+    ERR_clear_error ();
+    return buffer;
+}
+
+//  Never ask for a passphrase on the terminal: an encrypted key just fails to load.
+static int
+s_tls_no_passphrase (char *buffer, int size, int rwflag, void *data)
+{
+    (void) buffer, (void) size, (void) rwflag, (void) data;
+    return 0;
+}
+
+//  A server TLS context with this certificate chain and key, offering h2 and
+//  http/1.1 by ALPN. NULL with error filled when a file cannot be read or used, or the
+//  key is not the certificate's.
+static SSL_CTX *
+s_tls_context_new (const char *certfile, const char *keyfile, char *error,
+                   size_t error_size)
+{
+    char reason [256];
+    //  Say plainly when a file is missing or unreadable: OpenSSL's reason says less.
+    const char *paths [2] = { certfile, keyfile };
+    const char *flags [2] = { "--ssl-certfile", "--ssl-keyfile" };
+    for (int index = 0; index < 2; index++) {
+        FILE *file = paths [index]? fopen (paths [index], "rb"): NULL;
+        if (!file) {
+            snprintf (error, error_size, "%s: cannot read '%s': %s", flags [index],
+                      paths [index]? paths [index]: "", paths [index]? strerror (errno)
+                                                                    : "no file given");
+            return NULL;
+        }
+        fclose (file);
+    }
+    ERR_clear_error ();
+    SSL_CTX *context = SSL_CTX_new (TLS_server_method ());
+    if (!context) {
+        snprintf (error, error_size, "cannot make a TLS context: %s",
+                  s_tls_reason (reason, sizeof reason, "unknown error"));
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version (context, TLS1_2_VERSION);
+    SSL_CTX_set_options (context, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_default_passwd_cb (context, s_tls_no_passphrase);
+    //  The key first: a certificate loaded after a key that is not its own drops the
+    //  key, and the check below then says plainly that they do not match.
+    if (SSL_CTX_use_PrivateKey_file (context, keyfile, SSL_FILETYPE_PEM) != 1) {
+        snprintf (error, error_size, "--ssl-keyfile: '%s' is no usable PEM private key "
+                  "(an encrypted key is not supported): %s", keyfile,
+                  s_tls_reason (reason, sizeof reason, "unknown error"));
+        SSL_CTX_free (context);
+        return NULL;
+    }
+    if (SSL_CTX_use_certificate_chain_file (context, certfile) != 1) {
+        snprintf (error, error_size, "--ssl-certfile: '%s' is no usable PEM certificate: %s",
+                  certfile, s_tls_reason (reason, sizeof reason, "unknown error"));
+        SSL_CTX_free (context);
+        return NULL;
+    }
+    if (SSL_CTX_check_private_key (context) != 1) {
+        snprintf (error, error_size, "--ssl-keyfile: the key in '%s' does not match the "
+                  "certificate in '%s'", keyfile, certfile);
+        ERR_clear_error ();
+        SSL_CTX_free (context);
+        return NULL;
+    }
+    //  h2o picks the protocol from this list (h2 first, then http/1.1); with no match
+    //  or no ALPN at all, h2o_accept serves HTTP/1.1.
+    h2o_ssl_register_alpn_protocols (context, h2o_alpn_protocols);
+    return context;
+}
+
+int
+frontend_check_tls (const char *certfile, const char *keyfile, char *error,
+                    size_t error_size)
+{
+    SSL_CTX *context = s_tls_context_new (certfile, keyfile, error, error_size);
+    if (!context)
+        return -1;
+    SSL_CTX_free (context);
+    return 0;
 }
 
 
@@ -1336,6 +2094,15 @@ s_server_destroy (server_t **self_p)
     }
     if (server->config_ready && loop_freed)
         h2o_config_dispose (&server->config);
+    //  After the loop: every TLS connection (an SSL holds a reference) is closed.
+    if (server->ssl_context && loop_freed)
+        SSL_CTX_free (server->ssl_context);
+    metrics_destroy (&server->metrics);
+    s_string_list_reset (&server->origins);
+    s_string_list_reset (&server->methods);
+    s_string_list_reset (&server->headers);
+    free (server->allow_methods);
+    free (server->allow_headers);
     zhashx_destroy (&server->pending);
     zsock_destroy (&server->tokenizer);
     zsock_destroy (&server->status);
@@ -1379,6 +2146,46 @@ s_server_new (zsock_t *pipe, frontend_args_t *args)
         snprintf (args->error, sizeof args->error, "tokenizer or status endpoint missing");
         goto failed;
     }
+    server->metrics = metrics_new (args->model_name);
+    if (!server->metrics) {
+        snprintf (args->error, sizeof args->error, "out of memory");
+        goto failed;
+    }
+    //  CORS: the lists, and what a preflight's answer says of them.
+    char list_error [200];
+    if (s_string_list_parse (args->allowed_origins, &server->origins, list_error,
+                             sizeof list_error) != 0) {
+        snprintf (args->error, sizeof args->error, "--allowed-origins: %s", list_error);
+        goto failed;
+    }
+    if (s_string_list_parse (args->allowed_methods, &server->methods, list_error,
+                             sizeof list_error) != 0) {
+        snprintf (args->error, sizeof args->error, "--allowed-methods: %s", list_error);
+        goto failed;
+    }
+    if (s_string_list_parse (args->allowed_headers, &server->headers, list_error,
+                             sizeof list_error) != 0) {
+        snprintf (args->error, sizeof args->error, "--allowed-headers: %s", list_error);
+        goto failed;
+    }
+    server->allow_methods = server->methods.any? strdup (CORS_ALL_METHODS)
+                                               : s_string_list_join (&server->methods, "");
+    server->allow_headers = s_string_list_join (&server->headers, CORS_SAFE_HEADERS);
+    if (!server->allow_methods || !server->allow_headers) {
+        snprintf (args->error, sizeof args->error, "out of memory");
+        goto failed;
+    }
+    if ((args->ssl_certfile != NULL) != (args->ssl_keyfile != NULL)) {
+        snprintf (args->error, sizeof args->error,
+                  "--ssl-certfile and --ssl-keyfile go together");
+        goto failed;
+    }
+    if (args->ssl_certfile) {
+        server->ssl_context = s_tls_context_new (args->ssl_certfile, args->ssl_keyfile,
+                                                 args->error, sizeof args->error);
+        if (!server->ssl_context)
+            goto failed;
+    }
     server->tokenizer = s_tokenizer_new (server, args->error, sizeof args->error);
     if (!server->tokenizer)
         goto failed;
@@ -1408,6 +2215,7 @@ s_server_new (zsock_t *pipe, frontend_args_t *args)
     server->context_ready = true;
     server->accept_ctx.ctx = &server->context;
     server->accept_ctx.hosts = server->config.hosts;
+    server->accept_ctx.ssl_ctx = server->ssl_context;
     h2o_timeout_init (server->loop, &server->probe_timeout, PROBE_MSEC);
     server->probe_timeout_ready = true;
     h2o_timeout_init (server->loop, &server->ping_timeout, PING_MSEC);
@@ -1501,9 +2309,10 @@ frontend_actor (zsock_t *pipe, void *void_args)
         zsock_signal (pipe, 0);
         return;
     }
-    zlog (ZLOG_INFO, ACTOR, 0, "listening on %s:%u, model '%s'",
+    zlog (ZLOG_INFO, ACTOR, 0, "listening on %s://%s:%u, model '%s'%s",
+          server->ssl_context? "https": "http",
           args->host && *args->host? args->host: "*", (unsigned) args->bound_port,
-          args->model_name);
+          args->model_name, args->api_key && *args->api_key? ", API key required": "");
     zsock_signal (pipe, 0);
 
     //  Messages may have arrived before the watches were registered.

@@ -1,21 +1,29 @@
 /*  frontend — the HTTP actor: h2o's event loop, OpenAI JSON in and out.
 
-    It accepts HTTP/1.1 and HTTP/2 (h2c with prior knowledge) on host:port, validates each
-    request, gives it a request id and sends it as a GENERATE message to the tokenizer
-    actor; OUTPUT messages coming back are gathered into the response, ERROR messages
-    become an OpenAI error body with their HTTP status. When a client goes away before its
-    answer, a CANCEL goes to the tokenizer. /health answers from the scheduler's STATUS
+    It accepts HTTP/1.1 and HTTP/2 (h2c with prior knowledge; h2 over TLS with ALPN when
+    a certificate is given) on host:port, validates each request, gives it a request id
+    and sends it as a GENERATE message to the tokenizer actor; OUTPUT messages coming
+    back are gathered into the response, ERROR messages become an OpenAI error body with
+    their HTTP status. When a client goes away before its answer, a CANCEL goes to the
+    tokenizer. /health and the gauges of /metrics answer from the scheduler's STATUS
     broadcasts.
 
-    Endpoints now: POST /v1/completions, POST /v1/chat/completions (both answered whole
-    or, with "stream": true, as server-sent events), GET /v1/models, GET /health. Every
-    error is an OpenAI error body {"error":{"message","type","param","code"}}; an error
-    after a stream has started is an SSE event {"error":{...}} followed by [DONE].
+    Endpoints: POST /v1/completions, POST /v1/chat/completions (both answered whole or,
+    with "stream": true, as server-sent events), GET /v1/models, GET /v1/models/{id},
+    GET /health, GET /version, GET /metrics (Prometheus text, see metrics.h). Every error
+    is an OpenAI error body {"error":{"message","type","param","code"}}; an error after a
+    stream has started is an SSE event {"error":{...}} followed by [DONE].
+
+    Around every request, in this order: CORS (a preflight OPTIONS is answered here, and
+    every answer to an allowed Origin carries Access-Control-Allow-Origin), then the API
+    key (every /v1/ path needs "Authorization: Bearer KEY" when api_key is set; /health,
+    /version and /metrics stay open), then, for a generation request, the queue limit
+    (429 with Retry-After when max_queued_requests requests already wait).
 
     A client that goes away is seen at once over HTTP/2; over HTTP/1.1 h2o does not read
-    a connection while its request is processed, so twice a second the actor peeks at the
-    socket of every pending HTTP/1.1 request, and a peer that has closed is cancelled (as
-    nginx's 499: a client that half-closes after its request counts as gone).
+    a connection while its request is processed, so twice a second the actor peeks at
+    the socket of every pending HTTP/1.1 request, and a peer that has closed is cancelled
+    (as nginx's 499: a client that half-closes after its request counts as gone).
 
     It runs as a CZMQ actor: zactor_new (frontend_actor, &args). The strings in args must
     outlive the actor. It signals the pipe once it is listening, or once it has failed to
@@ -52,6 +60,17 @@ typedef struct {
                                     //  without it they must say "none", else 400
     const char *response_role;      //  --response-role: the role of chat answers;
                                     //  NULL or "": "assistant"
+    const char *version;            //  what GET /version says; NULL: "unknown"
+    const char *api_key;            //  --api-key: NULL or "": no key needed
+    const char *allowed_origins;    //  --allowed-origins, a JSON array of strings;
+                                    //  NULL: ["*"] (as vLLM); [] answers no Origin
+    const char *allowed_methods;    //  --allowed-methods, JSON; NULL: ["*"]
+    const char *allowed_headers;    //  --allowed-headers, JSON; NULL: ["*"]
+    bool allow_credentials;         //  --allow-credentials
+    const char *ssl_certfile;       //  PEM certificate chain: serve HTTPS (h2 and
+    const char *ssl_keyfile;        //  http/1.1 by ALPN); both or neither
+    uint32_t max_queued_requests;   //  0: no limit; else a generation request that
+                                    //  finds this many waiting gets 429
     //  Out, valid once zactor_new returns
     char error[256];                //  empty when the actor started
     uint16_t bound_port;            //  the port it listens on
@@ -59,5 +78,17 @@ typedef struct {
 
 void
     frontend_actor (zsock_t *pipe, void *args);
+
+//  Is text a JSON array of strings, as --allowed-origins, --allowed-methods and
+//  --allowed-headers want? Returns 0, or -1 with a message in error (e.g. "not valid
+//  JSON: ... at line 1, column 3").
+int
+    frontend_check_string_list (const char *text, char *error, size_t error_size);
+
+//  Can the frontend serve TLS with this certificate chain and key (PEM files): both
+//  readable, and the key the certificate's? Returns 0, or -1 with a message in error.
+int
+    frontend_check_tls (const char *certfile, const char *keyfile, char *error,
+                        size_t error_size);
 
 #endif

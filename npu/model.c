@@ -15,19 +15,40 @@
     ../shared/reference/greedy.json matches llama.cpp's, and so does every reply in
     toy-chat.json.
 
-    A prompt runs through the layers up to MODEL_BATCH tokens at a time: each product
-    multiplies the weights with all the tokens' rows at once (kernels_matmul; or, for
-    F32, F16 and BF16 weights and at least MODEL_BLAS_MIN_ROWS tokens, OpenBLAS's sgemm,
-    which on this machine kind beats our kernels from about 16 rows), and attention runs
-    for every (token, head) pair. Each token's numbers are the same as when it runs alone
-    (within float rounding where OpenBLAS orders the sums its own way).
+    Batching: model_forward_seqs lays the new tokens of all its sequences out as rows,
+    sequence after sequence (row m knows its sequence and its position), and runs them
+    through the layers in passes of up to MODEL_BATCH rows: a long prompt may be split
+    over passes, and one pass may hold the end of one sequence and the start of the
+    next. In a pass each product multiplies the weights with all its rows at once
+    (kernels_matmul: a weight matrix is read once per pass, not once per sequence; or,
+    for F32, F16 and BF16 weights and at least MODEL_BLAS_MIN_ROWS rows, OpenBLAS's
+    sgemm, which on this machine kind beats our kernels from about 16 rows), and
+    attention runs for every (row, head) pair over the row's own sequence. The rows
+    whose logits are wanted (the last row of each sequence that asks) get the final
+    RMSNorm and one output product together.
 
-    Threads: every product is cut into tasks of weight rows, attention into (token, head)
-    tasks, and the model's kernels_pool runs them; the serial parts between (norms, RoPE,
+    A row's numbers are those it gets alone, token by token, bit for bit, whatever else
+    shares its pass: the products treat each activation row with the same arithmetic
+    whatever the other rows are, and attention reads only the row's own sequence, in
+    the same order. The one place where a row depends on its batch is OpenBLAS: whether
+    an F32, F16 or BF16 product goes there depends on how many rows the pass has, and
+    OpenBLAS orders its sums its own way (equal within float rounding).
+
+    Threads: every product is cut into tasks of weight rows, attention into tasks of a
+    row and the heads that share a KV head (whose keys are then read once for all of
+    them; fewer heads a task when a pass has too few rows to keep the threads busy),
+    and the model's kernels_pool runs them; the serial parts between (norms, RoPE,
     residuals) are small.
 
-    Layout of the KV cache: for each layer, for each slot, n_ctx rows of
-    n_kv_heads * head_dim F16 values (one row per position).
+    Layout of the KV cache (model_cache_new): keys and values are each
+    [n_layers][n_blocks][block_size][kv_dim] F16, kv_dim = n_kv_heads * head_dim, so one
+    layer's part of a block is block_size rows of kv_dim values, one row per position.
+    Position p of a sequence is row p % block_size of block block_table[p / block_size].
+    Attention reads a sequence block by block: the dot products of a block's keys in one
+    kernels_matmul into the position's scores, the online softmax over all positions,
+    then the weighted sum of values block by block in position order: the same
+    operations in the same order as over one contiguous run of rows, so the block size
+    and where the blocks are change no bit.
 */
 #include "model.h"
 #include "kernels.h"
@@ -39,10 +60,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-//  Prompt tokens that go through the layers together, at most.
+//  Rows (new tokens of any sequences) that go through the layers together, at most.
 #define MODEL_BATCH 256
 #define MODEL_MAX_THREADS 256
-//  F32 products of at least this many activation rows go to OpenBLAS when it is there.
+//  Positions per KV block, at most.
+#define MODEL_MAX_BLOCK_SIZE 1024
+//  F32, F16 and BF16 products of at least this many activation rows go to OpenBLAS
+//  when it is there (the one place where a row's numbers depend on its batch).
 #define MODEL_BLAS_MIN_ROWS 16
 //  Products sharing one input, at most (Q, K and V).
 #define MODEL_MAX_TARGETS 3
@@ -88,7 +112,6 @@ struct _model_t {
     char prefix [16];                   //  of the metadata keys: "llama", "qwen2"
     uint32_t q_dim;                     //  n_heads * head_dim
     uint32_t kv_dim;                    //  n_kv_heads * head_dim
-    uint32_t n_slots;
     uint32_t n_ctx;
     uint32_t widest;                    //  the longest weight row (input of a product)
 
@@ -106,20 +129,25 @@ struct _model_t {
     const gguf_tensor_t *output;        //  [dim, n_vocab], or token_embd when tied
     layer_weights_t *layers;
 
-    uint16_t *key_cache;                //  [n_layers][n_slots][n_ctx][kv_dim], F16
+    //  The KV cache: NULL until model_cache_new.
+    uint32_t n_blocks;
+    uint32_t block_size;                //  positions per block
+    uint16_t *key_cache;                //  [n_layers][n_blocks][block_size][kv_dim], F16
     uint16_t *value_cache;              //  same layout
 
     //  Threads.
     uint32_t n_threads;
     kernels_pool_t *pool;               //  NULL for one thread
-    float *thread_query;                //  [n_threads][head_dim]: a query rounded to F16
-    uint16_t *thread_sum;               //  [n_threads][head_dim]: attention's running sum
-    float *thread_scores;               //  [n_threads][2][n_ctx]: attention scores, then
-                                        //  its scalings and weights per position
+    //  Attention's scratch, for the heads that share a KV head (group = n_heads /
+    //  n_kv_heads): their queries rounded to F16, a head's running sum, their scores
+    //  (then scalings) and a head's weights per position.
+    float *thread_query;                //  [n_threads][group][head_dim]
+    uint16_t *thread_sum;               //  [n_threads][head_dim]
+    float *thread_scores;               //  [n_threads][group + 1][n_ctx]
     float *thread_tile;                 //  [n_threads][MODEL_TILE_ROWS * widest]: weight
                                         //  rows as F32 for OpenBLAS (F16 and BF16 weights)
 
-    //  Activations of up to `batch` tokens, one row per token.
+    //  Activations of a pass: up to `batch` rows, one per token.
     uint32_t batch;
     float *x;                           //  residual stream [batch][dim]
     float *xb;                          //  normed input [batch][dim], attention out [batch][q_dim]
@@ -132,7 +160,8 @@ struct _model_t {
     float *rope_cos;                    //  [batch][rope_dims / 2]
     float *rope_sin;
     uint8_t *prepared [FORM_COUNT];     //  an input in the weights' forms [batch][row bytes]
-    float *logits;                      //  [n_vocab]
+    float *logits;                      //  [logits_rows][n_vocab]: a call's logits
+    uint32_t logits_rows;
 };
 
 //  --- Loading -----------------------------------------------------------------------------
@@ -640,26 +669,13 @@ s_model_uses_form (const model_t *self, input_form_t form)
     return false;
 }
 
-//  Allocate the KV cache and the activations. Returns 0 or -1 with err filled.
+//  Allocate the activations of a pass and one row of logits. Returns 0 or -1 with err
+//  filled.
 static int
-s_allocate (model_t *self, char *err, size_t err_size)
+s_allocate_activations (model_t *self, char *err, size_t err_size)
 {
     const model_config_t *config = &self->config;
-    //  Cache elements per K or V: n_layers * n_slots * n_ctx * kv_dim, checked for overflow.
-    size_t cache_elements = 1;
-    const uint64_t factors [4] = { config->n_layers, self->n_slots, self->n_ctx, self->kv_dim };
-    for (int i = 0; i < 4; i++) {
-        if (cache_elements > SIZE_MAX / sizeof (uint16_t) / factors [i]) {
-            snprintf (err, err_size, "KV cache for %u slots of %u tokens is too large",
-                      self->n_slots, self->n_ctx);
-            return -1;
-        }
-        cache_elements *= factors [i];
-    }
-    self->key_cache = calloc (cache_elements, sizeof (uint16_t));
-    self->value_cache = calloc (cache_elements, sizeof (uint16_t));
-
-    self->batch = self->n_ctx < MODEL_BATCH? self->n_ctx: MODEL_BATCH;
+    self->batch = MODEL_BATCH;
     size_t batch = self->batch;
     size_t widest = config->dim;                    //  the widest input of a product
     if (config->ffn_dim > widest)
@@ -679,9 +695,9 @@ s_allocate (model_t *self, char *err, size_t err_size)
     self->rope_cos = calloc (batch * (self->rope_dims / 2 + 1), sizeof (float));
     self->rope_sin = calloc (batch * (self->rope_dims / 2 + 1), sizeof (float));
     self->logits = calloc (config->n_vocab, sizeof (float));
-    bool ok = self->key_cache && self->value_cache && self->x && self->xb && self->xb2
-           && self->q && self->k && self->v && self->hb && self->hb2 && self->rope_cos
-           && self->rope_sin && self->logits;
+    self->logits_rows = 1;
+    bool ok = self->x && self->xb && self->xb2 && self->q && self->k && self->v && self->hb
+           && self->hb2 && self->rope_cos && self->rope_sin && self->logits;
     for (int form = FORM_F16; form < FORM_COUNT && ok; form++)
         if (s_model_uses_form (self, (input_form_t) form)) {
             size_t row_bytes = kernels_activation_row_bytes (s_form_type ((input_form_t) form),
@@ -690,8 +706,7 @@ s_allocate (model_t *self, char *err, size_t err_size)
             ok = self->prepared [form] != NULL;
         }
     if (!ok) {
-        snprintf (err, err_size, "out of memory for the KV cache (%zu bytes) and activations",
-                  2 * cache_elements * sizeof (uint16_t));
+        snprintf (err, err_size, "out of memory for the activations of %zu tokens", batch);
         return -1;
     }
     return 0;
@@ -717,14 +732,10 @@ s_threads_from_environment (uint32_t *n_threads, char *err, size_t err_size)
 }
 
 model_t *
-model_new (const gguf_t *gguf, uint32_t n_slots, uint32_t n_ctx, char *err, size_t err_size)
+model_new (const gguf_t *gguf, uint32_t n_ctx, char *err, size_t err_size)
 {
     if (!gguf) {
         snprintf (err, err_size, "no GGUF file given");
-        return NULL;
-    }
-    if (n_slots == 0) {
-        snprintf (err, err_size, "a model needs at least one slot");
         return NULL;
     }
     uint32_t n_threads;
@@ -737,7 +748,6 @@ model_new (const gguf_t *gguf, uint32_t n_slots, uint32_t n_ctx, char *err, size
         return NULL;
     }
     self->gguf = gguf;
-    self->n_slots = n_slots;
     self->n_threads = 1;
     if (s_read_config (self, err, err_size) != 0
     ||  s_read_rope_scaling (self, err, err_size) != 0
@@ -746,7 +756,7 @@ model_new (const gguf_t *gguf, uint32_t n_slots, uint32_t n_ctx, char *err, size
         return NULL;
     }
     self->n_ctx = n_ctx? n_ctx: self->config.n_ctx_train;
-    if (s_allocate (self, err, err_size) != 0
+    if (s_allocate_activations (self, err, err_size) != 0
     ||  model_set_threads (self, n_threads, err, err_size) != 0) {
         model_destroy (&self);
         return NULL;
@@ -808,11 +818,123 @@ model_n_ctx (const model_t *self)
     return self->n_ctx;
 }
 
-uint32_t
-model_n_slots (const model_t *self)
+//  --- The KV cache ----------------------------------------------------------------------------
+
+//  F16 elements of n_blocks blocks of block_size positions of the key (or value) cache,
+//  all layers: n_layers * n_blocks * block_size * kv_dim, or 0 when that does not fit
+//  in a size_t with room for its bytes, twice (keys and values).
+static size_t
+s_cache_elements (const model_t *self, uint32_t n_blocks, uint32_t block_size)
 {
-    return self->n_slots;
+    const size_t factors [4] = { self->config.n_layers, n_blocks, block_size, self->kv_dim };
+    size_t elements = 1;
+    for (int i = 0; i < 4; i++) {
+        if (factors [i] == 0 || elements > SIZE_MAX / 2 / sizeof (uint16_t) / factors [i])
+            return 0;
+        elements *= factors [i];
+    }
+    return elements;
 }
+
+uint64_t
+model_cache_block_bytes (const model_t *self, uint32_t block_size)
+{
+    size_t elements = s_cache_elements (self, 1, block_size);
+    return elements? 2 * (uint64_t) elements * sizeof (uint16_t): UINT64_MAX;
+}
+
+int
+model_cache_new (model_t *self, uint32_t n_blocks, uint32_t block_size,
+                 char *err, size_t err_size)
+{
+    if (block_size < 1 || block_size > MODEL_MAX_BLOCK_SIZE) {
+        snprintf (err, err_size, "KV block size %u: give 1 to %d positions", block_size,
+                  MODEL_MAX_BLOCK_SIZE);
+        return -1;
+    }
+    if (n_blocks < 1) {
+        snprintf (err, err_size, "a KV cache needs at least one block");
+        return -1;
+    }
+    size_t elements = s_cache_elements (self, n_blocks, block_size);
+    if (elements == 0) {
+        snprintf (err, err_size, "a KV cache of %u blocks of %u positions is too large "
+                  "(%llu bytes a block)", n_blocks, block_size,
+                  (unsigned long long) model_cache_block_bytes (self, block_size));
+        return -1;
+    }
+    //  The cache made before goes first, so that its memory can be taken again.
+    free (self->key_cache);
+    free (self->value_cache);
+    self->key_cache = calloc (elements, sizeof (uint16_t));
+    self->value_cache = calloc (elements, sizeof (uint16_t));
+    if (!self->key_cache || !self->value_cache) {
+        free (self->key_cache);
+        free (self->value_cache);
+        self->key_cache = NULL;
+        self->value_cache = NULL;
+        self->n_blocks = 0;
+        self->block_size = 0;
+        snprintf (err, err_size, "out of memory for the KV cache: %llu bytes (%u blocks of "
+                  "%u positions, %llu bytes each)",
+                  (unsigned long long) elements * 2 * sizeof (uint16_t), n_blocks,
+                  block_size, (unsigned long long) model_cache_block_bytes (self, block_size));
+        return -1;
+    }
+    self->n_blocks = n_blocks;
+    self->block_size = block_size;
+    return 0;
+}
+
+uint32_t
+model_cache_n_blocks (const model_t *self)
+{
+    return self->n_blocks;
+}
+
+uint32_t
+model_cache_block_size (const model_t *self)
+{
+    return self->block_size;
+}
+
+//  Where row `row` of block `block` of layer `layer` starts in the key (or value) cache.
+static size_t
+s_cache_row (const model_t *self, uint32_t layer, uint32_t block, uint32_t row)
+{
+    return (((size_t) layer * self->n_blocks + block) * self->block_size + row) * self->kv_dim;
+}
+
+int
+model_copy_blocks (model_t *self, const uint32_t *src, const uint32_t *dst, uint32_t n,
+                   char *err, size_t err_size)
+{
+    if (!self->key_cache) {
+        snprintf (err, err_size, "no KV cache: call model_cache_new first");
+        return -1;
+    }
+    if (n > 0 && (!src || !dst)) {
+        snprintf (err, err_size, "no block ids to copy");
+        return -1;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        if (src [i] >= self->n_blocks || dst [i] >= self->n_blocks) {
+            snprintf (err, err_size, "copy %u: block %u to block %u: a block id is out of "
+                      "range (the cache has %u blocks)", i, src [i], dst [i], self->n_blocks);
+            return -1;
+        }
+    size_t block_bytes = (size_t) self->block_size * self->kv_dim * sizeof (uint16_t);
+    for (uint32_t i = 0; i < n; i++)
+        for (uint32_t l = 0; l < self->config.n_layers; l++) {
+            size_t from = s_cache_row (self, l, src [i], 0);
+            size_t to = s_cache_row (self, l, dst [i], 0);
+            memmove (self->key_cache + to, self->key_cache + from, block_bytes);
+            memmove (self->value_cache + to, self->value_cache + from, block_bytes);
+        }
+    return 0;
+}
+
+//  --- Threads ------------------------------------------------------------------------------
 
 int
 model_set_threads (model_t *self, uint32_t n_threads, char *err, size_t err_size)
@@ -826,9 +948,11 @@ model_set_threads (model_t *self, uint32_t n_threads, char *err, size_t err_size
     size_t head_dim = self->config.head_dim;
     bool tiles = s_model_uses_form (self, FORM_F16) || s_model_uses_form (self, FORM_BF16);
     size_t tile_floats = tiles? (size_t) MODEL_TILE_ROWS * self->widest: 0;
-    float *thread_query = calloc (n_threads * head_dim, sizeof (float));
+    size_t group = self->config.n_heads / self->config.n_kv_heads;
+    float *thread_query = calloc (n_threads * group * head_dim, sizeof (float));
     uint16_t *thread_sum = calloc (n_threads * head_dim, sizeof (uint16_t));
-    float *thread_scores = calloc ((size_t) n_threads * 2 * self->n_ctx, sizeof (float));
+    float *thread_scores = calloc ((size_t) n_threads * (group + 1) * self->n_ctx,
+                                   sizeof (float));
     float *thread_tile = tiles? calloc (n_threads * tile_floats, sizeof (float)): NULL;
     kernels_pool_t *pool = n_threads > 1? kernels_pool_new (n_threads): NULL;
     if (!thread_query || !thread_sum || !thread_scores || (tiles && !thread_tile)
@@ -1069,112 +1193,185 @@ s_silu (float x)
     return x / (1.0f + expf (-x));
 }
 
-//  Where the cache row of (layer, slot, pos) starts.
-static size_t
-s_cache_row (const model_t *self, uint32_t layer, uint32_t slot, uint32_t pos)
+//  How many blocks from entry b of a block table are neighbours in the pool (block_table
+//  [b] + 1, + 2, ...), up to entry `end`: one run of rows of the cache, read in one go.
+static uint32_t
+s_block_run (const uint32_t *block_table, uint32_t b, uint32_t end)
 {
-    return (((size_t) layer * self->n_slots + slot) * self->n_ctx + pos) * self->kv_dim;
+    uint32_t n = 1;
+    while (b + n < end && block_table [b + n] == block_table [b] + n)
+        n++;
+    return n;
 }
 
-//  Attention of one head's query at position pos over the slot's cache rows 0..pos of
-//  this layer; the head_dim results go to out. `thread` picks the scratch memory.
+//  Attention at position pos over positions 0..pos of a sequence in this layer, read
+//  through its block table, for n_group heads from `head` on that share one KV head:
+//  their queries are in query_f32 and their head_dim results go to out (both a head
+//  apart). `thread` picks the scratch memory.
 //
-//  This is softmax(q . k_t / sqrt(head_dim)) weighted sum of v_t, computed the way
-//  llama.cpp's CPU flash attention (its default) computes it, since greedy tokens can
-//  hinge on the last bits: the query is rounded to F16 for the dot products with the
-//  F16 keys, and one pass over the positions keeps a running maximum and a running sum
-//  of exponentials (online softmax), with the weighted sum of values held in F16
-//  (ggml_vec_mad_f16: fused multiply-add, then rounding) and scaled down whenever the
-//  maximum grows. One division by the sum ends it.
+//  For each head this is softmax(q . k_t / sqrt(head_dim)) weighted sum of v_t, computed
+//  the way llama.cpp's CPU flash attention (its default) computes it, since greedy
+//  tokens can hinge on the last bits: the query is rounded to F16 for the dot products
+//  with the F16 keys, and one pass over the positions keeps a running maximum and a
+//  running sum of exponentials (online softmax), with the weighted sum of values held
+//  in F16 (ggml_vec_mad_f16: fused multiply-add, then rounding) and scaled down
+//  whenever the maximum grows. One division by the sum ends it.
+//
+//  Neither the blocks nor the group change a bit: each dot product is the same
+//  whichever product computes it and whatever other queries it computes beside (the
+//  group's keys are read once for all its heads), and the weighted sum, kept in F16,
+//  goes on from one run of blocks to the next exactly as in one run.
 static void
-s_attention_head (model_t *self, uint32_t layer, uint32_t slot, uint32_t pos, uint32_t head,
-                  const float *query_f32, float *out, uint32_t thread)
+s_attention_heads (model_t *self, uint32_t layer, const uint32_t *block_table, uint32_t pos,
+                   uint32_t head, uint32_t n_group, const float *query_f32, float *out,
+                   uint32_t thread)
 {
     const model_config_t *config = &self->config;
     uint32_t head_dim = config->head_dim;
     uint32_t heads_per_kv_head = config->n_heads / config->n_kv_heads;
     float scale = 1.0f / sqrtf ((float) head_dim);
     size_t kv_offset = (size_t) (head / heads_per_kv_head) * head_dim;
-    const uint16_t *keys = self->key_cache + s_cache_row (self, layer, slot, 0) + kv_offset;
-    const uint16_t *values = self->value_cache + s_cache_row (self, layer, slot, 0) + kv_offset;
+    size_t kv_stride_bytes = self->kv_dim * sizeof (uint16_t);
+    uint32_t block_size = self->block_size;
+    uint32_t n_positions = pos + 1;
+    uint32_t n_blocks = (n_positions + block_size - 1) / block_size;
 
-    float *query = self->thread_query + (size_t) thread * head_dim;
+    //  Scratch: the queries rounded to F16, each head's scores, and a head's weights.
+    float *query = self->thread_query + (size_t) thread * heads_per_kv_head * head_dim;
     uint16_t *weighted_sum = self->thread_sum + (size_t) thread * head_dim;
-    float *scores = self->thread_scores + (size_t) thread * 2 * self->n_ctx;
-    float *weights = scores + self->n_ctx;
-    kernels_prepare_activation (GGML_TYPE_F16, query_f32, query, head_dim);
-    //  The dot products first, all positions in one product (the same sums, one by one,
-    //  as kernels_dot would give).
-    kernels_matmul (GGML_TYPE_F16, head_dim, keys, self->kv_dim * sizeof (uint16_t), pos + 1,
-                    query, 0, 1, scores, pos + 1);
-    //  The online softmax: for each position, how much to scale what was summed before
-    //  (into scores, no longer needed) and this value's weight.
-    float max_score = -INFINITY;
-    float sum_of_exps = 0;
-    for (uint32_t t = 0; t <= pos; t++) {
-        float score = scores [t] * scale;
-        float old_scale = 1.0f;             //  for what is summed so far
-        float weight = 1.0f;                //  for this value: exp(score - max_score)
-        if (score > max_score) {
-            old_scale = expf (max_score - score);
-            max_score = score;
-        }
-        else
-            weight = expf (score - max_score);
-        scores [t] = old_scale;
-        weights [t] = weight;
-        sum_of_exps = sum_of_exps * old_scale + weight;
+    float *scores = self->thread_scores
+                  + (size_t) thread * (heads_per_kv_head + 1) * self->n_ctx;
+    float *weights = scores + (size_t) heads_per_kv_head * self->n_ctx;
+    for (uint32_t g = 0; g < n_group; g++)
+        kernels_prepare_activation (GGML_TYPE_F16, query_f32 + (size_t) g * head_dim,
+                                    query + (size_t) g * head_dim, head_dim);
+    //  The dot products first, a run of blocks' keys against every query of the group in
+    //  one product (the same sums, one by one, as kernels_dot would give).
+    for (uint32_t b = 0; b < n_blocks; ) {
+        uint32_t run = s_block_run (block_table, b, n_blocks);
+        uint32_t first = b * block_size;
+        uint32_t n = n_positions - first < run * block_size? n_positions - first
+                                                           : run * block_size;
+        const uint16_t *keys = self->key_cache + kv_offset
+                             + s_cache_row (self, layer, block_table [b], 0);
+        kernels_matmul (GGML_TYPE_F16, head_dim, keys, kv_stride_bytes, n,
+                        query, head_dim * sizeof (float), n_group, scores + first, self->n_ctx);
+        b += run;
     }
-    //  The weighted sum of values in F16: scaled when the maximum grew, then the value
-    //  times its weight added, position by position.
-    memset (weighted_sum, 0, head_dim * sizeof (uint16_t));
-    kernels_f16_weighted_sum (weighted_sum, values, self->kv_dim, scores, weights, pos + 1,
-                              head_dim);
-    for (uint32_t i = 0; i < head_dim; i++)
-        out [i] = quant_f16_to_f32 (weighted_sum [i]) * (1.0f / sum_of_exps);
+    for (uint32_t g = 0; g < n_group; g++) {
+        float *head_scores = scores + (size_t) g * self->n_ctx;
+        //  The online softmax: for each position, how much to scale what was summed
+        //  before (into head_scores, no longer needed) and this value's weight.
+        float max_score = -INFINITY;
+        float sum_of_exps = 0;
+        for (uint32_t t = 0; t < n_positions; t++) {
+            float score = head_scores [t] * scale;
+            float old_scale = 1.0f;             //  for what is summed so far
+            float weight = 1.0f;                //  for this value: exp(score - max_score)
+            if (score > max_score) {
+                old_scale = expf (max_score - score);
+                max_score = score;
+            }
+            else
+                weight = expf (score - max_score);
+            head_scores [t] = old_scale;
+            weights [t] = weight;
+            sum_of_exps = sum_of_exps * old_scale + weight;
+        }
+        //  The weighted sum of values in F16, run by run in position order: scaled when
+        //  the maximum grew, then the value times its weight added, position by position.
+        memset (weighted_sum, 0, head_dim * sizeof (uint16_t));
+        for (uint32_t b = 0; b < n_blocks; ) {
+            uint32_t run = s_block_run (block_table, b, n_blocks);
+            uint32_t first = b * block_size;
+            uint32_t n = n_positions - first < run * block_size? n_positions - first
+                                                               : run * block_size;
+            const uint16_t *values = self->value_cache + kv_offset
+                                   + s_cache_row (self, layer, block_table [b], 0);
+            kernels_f16_weighted_sum (weighted_sum, values, self->kv_dim, head_scores + first,
+                                      weights + first, n, head_dim);
+            b += run;
+        }
+        float *head_out = out + (size_t) g * head_dim;
+        for (uint32_t i = 0; i < head_dim; i++)
+            head_out [i] = quant_f16_to_f32 (weighted_sum [i]) * (1.0f / sum_of_exps);
+    }
 }
+
+//  The rows of one pass: row m is token token[m] of sequence seq[m] (an index into
+//  seqs), at position pos[m]. The rows whose logits are wanted are logit_row[0 ..
+//  n_logits - 1], in order; their logits go to the call's rows first_logits onwards.
+typedef struct {
+    const model_seq_t *seqs;
+    uint32_t n_rows;
+    uint32_t seq [MODEL_BATCH];
+    uint32_t pos [MODEL_BATCH];
+    uint32_t token [MODEL_BATCH];
+    uint32_t n_logits;
+    uint32_t logit_row [MODEL_BATCH];
+    uint32_t first_logits;
+} pass_t;
 
 typedef struct {
     model_t *model;
+    const pass_t *pass;
     uint32_t layer;
-    uint32_t slot;
-    uint32_t pos;                       //  of the first token
+    uint32_t n_group;                   //  heads per task, sharing a KV head
 } attention_job_t;
 
-//  Task: head (task % n_heads) of token (task / n_heads); out into xb [token][q_dim].
+//  Task: heads (task % groups) * n_group onwards of row task / groups, groups = n_heads /
+//  n_group; out into xb [row][q_dim].
 static void
 s_attention_task (void *arg, uint32_t task, uint32_t thread)
 {
     attention_job_t *job = arg;
     model_t *self = job->model;
-    uint32_t n_heads = self->config.n_heads;
-    uint32_t token = task / n_heads, head = task % n_heads;
-    size_t offset = (size_t) token * self->q_dim + (size_t) head * self->config.head_dim;
-    s_attention_head (self, job->layer, job->slot, job->pos + token, head, self->q + offset,
-                      self->xb + offset, thread);
+    const pass_t *pass = job->pass;
+    uint32_t n_groups = self->config.n_heads / job->n_group;
+    uint32_t row = task / n_groups, head = task % n_groups * job->n_group;
+    const model_seq_t *seq = &pass->seqs [pass->seq [row]];
+    size_t offset = (size_t) row * self->q_dim + (size_t) head * self->config.head_dim;
+    s_attention_heads (self, job->layer, seq->block_table, pass->pos [row], head, job->n_group,
+                       self->q + offset, self->xb + offset, thread);
 }
 
-//  Run n tokens (n <= batch) at positions pos .. pos + n - 1 through every layer,
-//  writing their keys and values into the cache. When with_logits, also compute the
-//  logits of the last one.
+//  Heads per attention task: all the heads that share a KV head (their keys are then
+//  read once), unless that leaves too few tasks to keep the threads busy (a few rows of
+//  a model with few KV heads); then fewer, a divisor of the heads per KV head.
+static uint32_t
+s_attention_group (const model_t *self, uint32_t n_rows)
+{
+    uint32_t heads_per_kv_head = self->config.n_heads / self->config.n_kv_heads;
+    uint32_t group = heads_per_kv_head;
+    for (; group > 1; group--)
+        if (heads_per_kv_head % group == 0
+        &&  (self->n_threads == 1
+             || (uint64_t) n_rows * (self->config.n_heads / group) >= 4 * self->n_threads))
+            break;
+    return group;
+}
+
+//  Run the rows of a pass through every layer, writing their keys and values into their
+//  sequences' blocks; then the logits of the rows that want them.
 static void
-s_forward_batch (model_t *self, uint32_t slot, uint32_t pos, const uint32_t *tokens,
-                 uint32_t n, bool with_logits)
+s_forward_pass (model_t *self, const pass_t *pass)
 {
     const model_config_t *config = &self->config;
     uint32_t dim = config->dim, q_dim = self->q_dim, kv_dim = self->kv_dim;
     uint32_t ffn_dim = config->ffn_dim, half = self->rope_dims / 2;
+    uint32_t n = pass->n_rows, block_size = self->block_size;
 
-    //  Token embeddings: row `token` of token_embd, in whatever type it is stored.
+    //  Token embeddings: row `token` of token_embd, in whatever type it is stored; each
+    //  row's RoPE angles for its position.
     const gguf_tensor_t *embedding = self->token_embd;
     size_t embedding_bytes = ggml_row_bytes (embedding->type, dim);
     for (uint32_t m = 0; m < n; m++) {
-        const uint8_t *row = (const uint8_t *) embedding->data + tokens [m] * embedding_bytes;
+        const uint8_t *row = (const uint8_t *) embedding->data
+                           + pass->token [m] * embedding_bytes;
         quant_dequantize_row (embedding->type, row, self->x + (size_t) m * dim, dim);
-    }
-    for (uint32_t m = 0; m < n; m++)
-        s_rope_angles (self, pos + m, self->rope_cos + (size_t) m * half,
+        s_rope_angles (self, pass->pos [m], self->rope_cos + (size_t) m * half,
                        self->rope_sin + (size_t) m * half);
+    }
 
     for (uint32_t l = 0; l < config->n_layers; l++) {
         const layer_weights_t *layer = &self->layers [l];
@@ -1194,12 +1391,16 @@ s_forward_batch (model_t *self, uint32_t slot, uint32_t pos, const uint32_t *tok
             const float *sin_t = self->rope_sin + (size_t) m * half;
             s_rope (self, self->q + (size_t) m * q_dim, config->n_heads, cos_t, sin_t);
             s_rope (self, self->k + (size_t) m * kv_dim, config->n_kv_heads, cos_t, sin_t);
-            size_t row = s_cache_row (self, l, slot, pos + m);
+            //  The key and value of position pos: row pos % block_size of its block.
+            const uint32_t *block_table = pass->seqs [pass->seq [m]].block_table;
+            uint32_t pos = pass->pos [m];
+            size_t row = s_cache_row (self, l, block_table [pos / block_size], pos % block_size);
             kernels_f32_to_f16 (self->k + (size_t) m * kv_dim, self->key_cache + row, kv_dim);
             kernels_f32_to_f16 (self->v + (size_t) m * kv_dim, self->value_cache + row, kv_dim);
         }
-        attention_job_t attention = { self, l, slot, pos };
-        kernels_pool_run (self->pool, s_attention_task, &attention, n * config->n_heads);
+        attention_job_t attention = { self, pass, l, s_attention_group (self, n) };
+        kernels_pool_run (self->pool, s_attention_task, &attention,
+                          n * (config->n_heads / attention.n_group));
         s_product (self, self->xb2, self->xb, q_dim, n, layer->attn_output);
         for (size_t i = 0; i < (size_t) n * dim; i++)
             self->x [i] += self->xb2 [i];
@@ -1219,41 +1420,125 @@ s_forward_batch (model_t *self, uint32_t slot, uint32_t pos, const uint32_t *tok
         for (size_t i = 0; i < (size_t) n * dim; i++)
             self->x [i] += self->xb2 [i];
     }
-    if (with_logits) {
-        float *last = self->x + (size_t) (n - 1) * dim;
-        s_rmsnorm (self->xb, last, self->output_norm, dim, config->rms_eps);
-        s_product (self, self->logits, self->xb, dim, 1, self->output);
+
+    //  The logits: the wanted rows normed side by side into xb, then one product.
+    if (pass->n_logits > 0) {
+        for (uint32_t i = 0; i < pass->n_logits; i++)
+            s_rmsnorm (self->xb + (size_t) i * dim, self->x + (size_t) pass->logit_row [i] * dim,
+                       self->output_norm, dim, config->rms_eps);
+        float *logits = self->logits + (size_t) pass->first_logits * config->n_vocab;
+        s_product (self, logits, self->xb, dim, pass->n_logits, self->output);
     }
 }
 
-const float *
-model_forward (model_t *self, uint32_t slot, uint32_t pos,
-               const uint32_t *tokens, uint32_t n_tokens, char *err, size_t err_size)
+//  Check a call before anything runs: the cache, every sequence's tokens, positions and
+//  block table. Counts the sequences that want logits. Returns 0 or -1 with err filled.
+static int
+s_check_seqs (const model_t *self, const model_seq_t *seqs, uint32_t n_seqs,
+              uint32_t *n_wanted, char *err, size_t err_size)
 {
-    if (slot >= self->n_slots) {
-        snprintf (err, err_size, "slot %u is out of range (the model has %u slots)",
-                  slot, self->n_slots);
-        return NULL;
+    if (!self->key_cache) {
+        snprintf (err, err_size, "no KV cache: call model_cache_new first");
+        return -1;
     }
-    if (n_tokens == 0 || !tokens) {
-        snprintf (err, err_size, "no tokens to run");
-        return NULL;
+    if (!seqs || n_seqs == 0) {
+        snprintf (err, err_size, "no sequences to run");
+        return -1;
     }
-    if ((uint64_t) pos + n_tokens > self->n_ctx) {
-        snprintf (err, err_size, "positions %u..%llu are past the context length %u",
-                  pos, (unsigned long long) pos + n_tokens - 1, self->n_ctx);
-        return NULL;
-    }
-    //  Check every token before touching the cache.
-    for (uint32_t i = 0; i < n_tokens; i++)
-        if (tokens [i] >= self->config.n_vocab) {
-            snprintf (err, err_size, "token %u (at position %u) is not below the vocabulary "
-                      "size %u", tokens [i], pos + i, self->config.n_vocab);
-            return NULL;
+    *n_wanted = 0;
+    for (uint32_t s = 0; s < n_seqs; s++) {
+        const model_seq_t *seq = &seqs [s];
+        if (!seq->tokens || seq->n_tokens == 0) {
+            snprintf (err, err_size, "sequence %u has no tokens to run", s);
+            return -1;
         }
-    for (uint32_t done = 0; done < n_tokens; done += self->batch) {
-        uint32_t n = n_tokens - done < self->batch? n_tokens - done: self->batch;
-        s_forward_batch (self, slot, pos + done, tokens + done, n, done + n == n_tokens);
+        uint64_t end = (uint64_t) seq->pos + seq->n_tokens;        //  one past the last
+        if (end > self->n_ctx) {
+            snprintf (err, err_size, "sequence %u: positions %u..%llu are past the context "
+                      "length %u", s, seq->pos, (unsigned long long) end - 1, self->n_ctx);
+            return -1;
+        }
+        for (uint32_t i = 0; i < seq->n_tokens; i++)
+            if (seq->tokens [i] >= self->config.n_vocab) {
+                snprintf (err, err_size, "sequence %u: token %u (at position %llu) is not "
+                          "below the vocabulary size %u", s, seq->tokens [i],
+                          (unsigned long long) seq->pos + i, self->config.n_vocab);
+                return -1;
+            }
+        uint64_t n_needed = (end + self->block_size - 1) / self->block_size;
+        if (!seq->block_table || seq->n_table < n_needed) {
+            snprintf (err, err_size, "sequence %u: positions 0..%llu need %llu blocks of %u "
+                      "positions, its block table has %u", s, (unsigned long long) end - 1,
+                      (unsigned long long) n_needed, self->block_size,
+                      seq->block_table? seq->n_table: 0);
+            return -1;
+        }
+        for (uint64_t b = 0; b < n_needed; b++)
+            if (seq->block_table [b] >= self->n_blocks) {
+                snprintf (err, err_size, "sequence %u: block %u (entry %llu of its table) is "
+                          "out of range (the KV cache has %u blocks)", s,
+                          seq->block_table [b], (unsigned long long) b, self->n_blocks);
+                return -1;
+            }
+        if (seq->want_logits)
+            (*n_wanted)++;
+    }
+    return 0;
+}
+
+//  Room for n_rows rows of logits. Returns 0 or -1 with err filled.
+static int
+s_reserve_logits (model_t *self, uint32_t n_rows, char *err, size_t err_size)
+{
+    if (n_rows <= self->logits_rows)
+        return 0;
+    size_t n_vocab = self->config.n_vocab;
+    if (n_rows > SIZE_MAX / sizeof (float) / n_vocab) {
+        snprintf (err, err_size, "the logits of %u sequences are too large", n_rows);
+        return -1;
+    }
+    float *logits = realloc (self->logits, (size_t) n_rows * n_vocab * sizeof (float));
+    if (!logits) {
+        snprintf (err, err_size, "out of memory for the logits of %u sequences (%zu bytes)",
+                  n_rows, (size_t) n_rows * n_vocab * sizeof (float));
+        return -1;
+    }
+    self->logits = logits;
+    self->logits_rows = n_rows;
+    return 0;
+}
+
+const float *
+model_forward_seqs (model_t *self, const model_seq_t *seqs, uint32_t n_seqs,
+                    char *err, size_t err_size)
+{
+    uint32_t n_wanted = 0;
+    if (s_check_seqs (self, seqs, n_seqs, &n_wanted, err, err_size) != 0
+    ||  s_reserve_logits (self, n_wanted, err, err_size) != 0)
+        return NULL;
+    //  Lay the rows out, sequence after sequence, up to `batch` rows a pass.
+    pass_t pass;
+    pass.seqs = seqs;
+    pass.first_logits = 0;
+    uint32_t s = 0, done = 0;           //  the next row: token `done` of sequence s
+    while (s < n_seqs) {
+        pass.n_rows = 0;
+        pass.n_logits = 0;
+        while (s < n_seqs && pass.n_rows < self->batch) {
+            const model_seq_t *seq = &seqs [s];
+            uint32_t m = pass.n_rows++;
+            pass.seq [m] = s;
+            pass.pos [m] = seq->pos + done;
+            pass.token [m] = seq->tokens [done];
+            if (++done == seq->n_tokens) {
+                if (seq->want_logits)
+                    pass.logit_row [pass.n_logits++] = m;
+                s++;
+                done = 0;
+            }
+        }
+        s_forward_pass (self, &pass);
+        pass.first_logits += pass.n_logits;
     }
     return self->logits;
 }

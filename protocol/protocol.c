@@ -4,8 +4,13 @@
     integer; fields is a map from field name to value holding exactly the fields the kind
     uses (the table in protocol.h, in that order). Integers are msgpack unsigned integers
     in their smallest form, floats are float32, text is a msgpack string, token lists are
-    arrays of unsigned integers, STEP's "seqs" is an array of maps {slot, pos, tokens,
-    temperature, seed} and STEP_RESULT's "outs" an array of maps {slot, token, logprob}.
+    arrays of unsigned integers, booleans are msgpack booleans. Nested maps (sampling;
+    STEP's "seqs", an array of maps {seq_id, pos, tokens, blocks, n_prompt, first,
+    sample, sampling, masked_tokens}; STEP_RESULT's "outs", an array of maps {seq_id, token, logprob,
+    top}) are described member by member in tables below, which both directions use.
+    Pairs (logit_bias, top) are arrays of [token, float]. Inside nested maps an empty
+    array or an all-zero sampling is not written (a decoder takes it as empty): a decode
+    step's sequences then cost a few dozen bytes each.
 
     Encoding uses msgpack-c's packer. Decoding does not use msgpack-c's unpacker: that one
     allocates 24 bytes of zone for every element an array header claims, before it has
@@ -24,7 +29,9 @@
         unsigned integers of any msgpack width that fit the C field, floats as float32
         or float64 (in range), text as a string without NUL of at most
         PROTO_MAX_STRING_BYTES, token arrays of at most PROTO_MAX_TOKENS ids, seqs and
-        outs of at most PROTO_MAX_STEP_SEQS entries, finish 0 .. 2;
+        outs of at most PROTO_MAX_STEP_SEQS entries, logit_bias of at most
+        PROTO_MAX_BIAS pairs, top of at most PROTO_MAX_LOGPROBS pairs, copies of an even
+        number of ids, finish 0 .. 3;
       - required fields (all others default to 0, NULL or empty):
           GENERATE, CANCEL, OUTPUT, TOKENS   request_id
           ERROR                              request_id, status
@@ -32,7 +39,7 @@
           HELLO                              version, fingerprint
           STEP                               step_id, seqs
           STEP_RESULT                        step_id
-          each seq: slot, pos, tokens        each out: slot, token, logprob
+          each seq: seq_id, pos, tokens      each out: seq_id, token, logprob
       - a kind that uses text always decodes with a non-NULL text ("" when absent).
 
     proto_encode refuses (returns NULL) a message that a decoder would refuse: an invalid
@@ -61,8 +68,6 @@ typedef enum {
     FIELD_REQUEST_ID,
     FIELD_TEXT,
     FIELD_MAX_TOKENS,
-    FIELD_TEMPERATURE,
-    FIELD_SEED,
     FIELD_FINISH,
     FIELD_PROMPT_TOKENS,
     FIELD_COMPLETION_TOKENS,
@@ -72,7 +77,8 @@ typedef enum {
     FIELD_VERSION,
     FIELD_FINGERPRINT,
     FIELD_N_CTX,
-    FIELD_N_SLOTS,
+    FIELD_N_BLOCKS,
+    FIELD_BLOCK_SIZE,
     FIELD_N_VOCAB,
     FIELD_STEP_ID,
     FIELD_SEQS,
@@ -83,6 +89,18 @@ typedef enum {
     FIELD_CHAT,
     FIELD_STOPS,
     FIELD_TOOL_CALLS,
+    FIELD_SAMPLING,
+    FIELD_IGNORE_EOS,
+    FIELD_COPIES,
+    FIELD_FREES,
+    FIELD_KV_BLOCKS_USED,
+    FIELD_KV_BLOCKS_TOTAL,
+    FIELD_PREFIX_QUERIES,
+    FIELD_PREFIX_HITS,
+    FIELD_PREEMPTIONS,
+    FIELD_N,
+    FIELD_INDEX,
+    FIELD_ONLY_INDEX,
     FIELD_COUNT
 } s_field_t;
 
@@ -91,8 +109,6 @@ static const char *s_field_names [FIELD_COUNT] = {
     [FIELD_REQUEST_ID] = "request_id",
     [FIELD_TEXT] = "text",
     [FIELD_MAX_TOKENS] = "max_tokens",
-    [FIELD_TEMPERATURE] = "temperature",
-    [FIELD_SEED] = "seed",
     [FIELD_FINISH] = "finish",
     [FIELD_PROMPT_TOKENS] = "prompt_tokens",
     [FIELD_COMPLETION_TOKENS] = "completion_tokens",
@@ -102,7 +118,8 @@ static const char *s_field_names [FIELD_COUNT] = {
     [FIELD_VERSION] = "version",
     [FIELD_FINGERPRINT] = "fingerprint",
     [FIELD_N_CTX] = "n_ctx",
-    [FIELD_N_SLOTS] = "n_slots",
+    [FIELD_N_BLOCKS] = "n_blocks",
+    [FIELD_BLOCK_SIZE] = "block_size",
     [FIELD_N_VOCAB] = "n_vocab",
     [FIELD_STEP_ID] = "step_id",
     [FIELD_SEQS] = "seqs",
@@ -112,7 +129,19 @@ static const char *s_field_names [FIELD_COUNT] = {
     [FIELD_WAITING] = "waiting",
     [FIELD_CHAT] = "chat",
     [FIELD_STOPS] = "stops",
-    [FIELD_TOOL_CALLS] = "tool_calls"
+    [FIELD_TOOL_CALLS] = "tool_calls",
+    [FIELD_SAMPLING] = "sampling",
+    [FIELD_IGNORE_EOS] = "ignore_eos",
+    [FIELD_COPIES] = "copies",
+    [FIELD_FREES] = "frees",
+    [FIELD_KV_BLOCKS_USED] = "kv_blocks_used",
+    [FIELD_KV_BLOCKS_TOTAL] = "kv_blocks_total",
+    [FIELD_PREFIX_QUERIES] = "prefix_queries",
+    [FIELD_PREFIX_HITS] = "prefix_hits",
+    [FIELD_PREEMPTIONS] = "preemptions",
+    [FIELD_N] = "n",
+    [FIELD_INDEX] = "index",
+    [FIELD_ONLY_INDEX] = "only_index"
 };
 
 //  One field of a kind, and whether a decoder insists on it.
@@ -121,7 +150,7 @@ typedef struct {
     bool required;
 } s_kind_field_t;
 
-#define S_MAX_KIND_FIELDS 8
+#define S_MAX_KIND_FIELDS 10
 
 //  What each kind is called and which fields it carries, in encoding order.
 typedef struct {
@@ -131,39 +160,45 @@ typedef struct {
 } s_kind_t;
 
 static const s_kind_t s_kinds [PROTO_KIND_COUNT] = {
-    [PROTO_GENERATE] = { .name = "GENERATE", .n_fields = 8, .fields = {
+    [PROTO_GENERATE] = { .name = "GENERATE", .n_fields = 9, .fields = {
         { FIELD_REQUEST_ID, true }, { FIELD_TEXT, false }, { FIELD_CHAT, false },
-        { FIELD_MAX_TOKENS, false }, { FIELD_TEMPERATURE, false }, { FIELD_SEED, false },
-        { FIELD_STOPS, false }, { FIELD_STOP_TOKENS, false } } },
-    [PROTO_CANCEL] = { .name = "CANCEL", .n_fields = 1, .fields = {
-        { FIELD_REQUEST_ID, true } } },
-    [PROTO_OUTPUT] = { .name = "OUTPUT", .n_fields = 6, .fields = {
-        { FIELD_REQUEST_ID, true }, { FIELD_TEXT, false }, { FIELD_TOOL_CALLS, false },
+        { FIELD_MAX_TOKENS, false }, { FIELD_SAMPLING, false }, { FIELD_IGNORE_EOS, false },
+        { FIELD_N, false }, { FIELD_STOPS, false }, { FIELD_STOP_TOKENS, false } } },
+    [PROTO_CANCEL] = { .name = "CANCEL", .n_fields = 3, .fields = {
+        { FIELD_REQUEST_ID, true }, { FIELD_INDEX, false }, { FIELD_ONLY_INDEX, false } } },
+    [PROTO_OUTPUT] = { .name = "OUTPUT", .n_fields = 7, .fields = {
+        { FIELD_REQUEST_ID, true }, { FIELD_INDEX, false }, { FIELD_TEXT, false },
+        { FIELD_TOOL_CALLS, false },
         { FIELD_FINISH, false }, { FIELD_PROMPT_TOKENS, false },
         { FIELD_COMPLETION_TOKENS, false } } },
     [PROTO_ERROR] = { .name = "ERROR", .n_fields = 3, .fields = {
         { FIELD_REQUEST_ID, true }, { FIELD_STATUS, true }, { FIELD_TEXT, false } } },
     [PROTO_SUBMIT] = { .name = "SUBMIT", .n_fields = 6, .fields = {
         { FIELD_REQUEST_ID, true }, { FIELD_TOKENS, true }, { FIELD_MAX_TOKENS, false },
-        { FIELD_TEMPERATURE, false }, { FIELD_SEED, false },
-        { FIELD_STOP_TOKENS, false } } },
-    [PROTO_TOKENS] = { .name = "TOKENS", .n_fields = 4, .fields = {
-        { FIELD_REQUEST_ID, true }, { FIELD_TOKENS, false }, { FIELD_FINISH, false },
+        { FIELD_SAMPLING, false }, { FIELD_N, false }, { FIELD_STOP_TOKENS, false } } },
+    [PROTO_TOKENS] = { .name = "TOKENS", .n_fields = 5, .fields = {
+        { FIELD_REQUEST_ID, true }, { FIELD_INDEX, false }, { FIELD_TOKENS, false },
+        { FIELD_FINISH, false },
         { FIELD_PROMPT_TOKENS, false } } },
-    [PROTO_HELLO] = { .name = "HELLO", .n_fields = 6, .fields = {
+    [PROTO_HELLO] = { .name = "HELLO", .n_fields = 7, .fields = {
         { FIELD_VERSION, true }, { FIELD_TEXT, false }, { FIELD_FINGERPRINT, true },
-        { FIELD_N_CTX, false }, { FIELD_N_SLOTS, false }, { FIELD_N_VOCAB, false } } },
+        { FIELD_N_CTX, false }, { FIELD_N_BLOCKS, false }, { FIELD_BLOCK_SIZE, false },
+        { FIELD_N_VOCAB, false } } },
     [PROTO_WELCOME] = { .name = "WELCOME", .n_fields = 0 },
     [PROTO_REJECT] = { .name = "REJECT", .n_fields = 1, .fields = {
         { FIELD_TEXT, false } } },
-    [PROTO_STEP] = { .name = "STEP", .n_fields = 2, .fields = {
-        { FIELD_STEP_ID, true }, { FIELD_SEQS, true } } },
+    [PROTO_STEP] = { .name = "STEP", .n_fields = 4, .fields = {
+        { FIELD_STEP_ID, true }, { FIELD_COPIES, false }, { FIELD_FREES, false },
+        { FIELD_SEQS, true } } },
     [PROTO_STEP_RESULT] = { .name = "STEP_RESULT", .n_fields = 3, .fields = {
         { FIELD_STEP_ID, true }, { FIELD_OUTS, false }, { FIELD_TEXT, false } } },
     [PROTO_HEARTBEAT] = { .name = "HEARTBEAT", .n_fields = 0 },
     [PROTO_BYE] = { .name = "BYE", .n_fields = 0 },
-    [PROTO_STATUS] = { .name = "STATUS", .n_fields = 3, .fields = {
-        { FIELD_WORKERS, false }, { FIELD_RUNNING, false }, { FIELD_WAITING, false } } }
+    [PROTO_STATUS] = { .name = "STATUS", .n_fields = 8, .fields = {
+        { FIELD_WORKERS, false }, { FIELD_RUNNING, false }, { FIELD_WAITING, false },
+        { FIELD_KV_BLOCKS_USED, false }, { FIELD_KV_BLOCKS_TOTAL, false },
+        { FIELD_PREFIX_QUERIES, false }, { FIELD_PREFIX_HITS, false },
+        { FIELD_PREEMPTIONS, false } } }
 };
 
 //  The kind's description, or NULL when kind is not a valid kind.
@@ -176,8 +211,146 @@ s_kind_info (int64_t kind)
 }
 
 
+//  The maps nested in fields (sampling, each of STEP's seqs, each of STEP_RESULT's
+//  outs) are described member by member: name, type, where the value sits in its C
+//  struct (and its count, for arrays), whether a decoder insists on it. The encoder
+//  writes every member in this order; the decoder accepts them in any order.
+typedef enum {
+    MEMBER_U32,
+    MEMBER_U64,
+    MEMBER_F32,
+    MEMBER_BOOL,
+    MEMBER_TOKENS,          //  uint32_t * with a uint32_t count
+    MEMBER_PAIRS,           //  [[uint32, float], ...]: uint32_t * and float * sharing a count
+    MEMBER_SAMPLING         //  a nested proto_sampling_t
+} s_member_type_t;
+
+typedef struct {
+    const char *name;
+    s_member_type_t type;
+    size_t offset;          //  of the value, or of the (first) array pointer
+    size_t values_offset;   //  MEMBER_PAIRS: of the float * array
+    size_t count_offset;    //  arrays: of the uint32_t count
+    uint32_t max_count;     //  arrays: the most elements a decoder accepts
+    bool required;
+} s_member_t;
+
+static const s_member_t s_sampling_members [] = {
+    { "temperature", MEMBER_F32, offsetof (proto_sampling_t, temperature), 0, 0, 0, false },
+    { "top_k", MEMBER_U32, offsetof (proto_sampling_t, top_k), 0, 0, 0, false },
+    { "top_p", MEMBER_F32, offsetof (proto_sampling_t, top_p), 0, 0, 0, false },
+    { "min_p", MEMBER_F32, offsetof (proto_sampling_t, min_p), 0, 0, 0, false },
+    { "presence_penalty", MEMBER_F32, offsetof (proto_sampling_t, presence_penalty),
+      0, 0, 0, false },
+    { "frequency_penalty", MEMBER_F32, offsetof (proto_sampling_t, frequency_penalty),
+      0, 0, 0, false },
+    { "repetition_penalty", MEMBER_F32, offsetof (proto_sampling_t, repetition_penalty),
+      0, 0, 0, false },
+    { "seed", MEMBER_U64, offsetof (proto_sampling_t, seed), 0, 0, 0, false },
+    { "min_tokens", MEMBER_U32, offsetof (proto_sampling_t, min_tokens), 0, 0, 0, false },
+    { "n_logprobs", MEMBER_U32, offsetof (proto_sampling_t, n_logprobs), 0, 0, 0, false },
+    { "logit_bias", MEMBER_PAIRS, offsetof (proto_sampling_t, bias_tokens),
+      offsetof (proto_sampling_t, bias_values), offsetof (proto_sampling_t, n_bias),
+      PROTO_MAX_BIAS, false }
+};
+
+static const s_member_t s_step_seq_members [] = {
+    { "seq_id", MEMBER_U64, offsetof (proto_step_seq_t, seq_id), 0, 0, 0, true },
+    { "pos", MEMBER_U32, offsetof (proto_step_seq_t, pos), 0, 0, 0, true },
+    { "tokens", MEMBER_TOKENS, offsetof (proto_step_seq_t, tokens), 0,
+      offsetof (proto_step_seq_t, n_tokens), PROTO_MAX_TOKENS, true },
+    { "blocks", MEMBER_TOKENS, offsetof (proto_step_seq_t, blocks), 0,
+      offsetof (proto_step_seq_t, n_blocks), PROTO_MAX_TOKENS, false },
+    { "n_prompt", MEMBER_U32, offsetof (proto_step_seq_t, n_prompt), 0, 0, 0, false },
+    { "first", MEMBER_BOOL, offsetof (proto_step_seq_t, first), 0, 0, 0, false },
+    { "sample", MEMBER_BOOL, offsetof (proto_step_seq_t, sample), 0, 0, 0, false },
+    { "sampling", MEMBER_SAMPLING, offsetof (proto_step_seq_t, sampling), 0, 0, 0, false },
+    { "masked_tokens", MEMBER_TOKENS, offsetof (proto_step_seq_t, masked_tokens), 0,
+      offsetof (proto_step_seq_t, n_masked), PROTO_MAX_TOKENS, false }
+};
+
+static const s_member_t s_step_out_members [] = {
+    { "seq_id", MEMBER_U64, offsetof (proto_step_out_t, seq_id), 0, 0, 0, true },
+    { "token", MEMBER_U32, offsetof (proto_step_out_t, token), 0, 0, 0, true },
+    { "logprob", MEMBER_F32, offsetof (proto_step_out_t, logprob), 0, 0, 0, true },
+    { "top", MEMBER_PAIRS, offsetof (proto_step_out_t, top_tokens),
+      offsetof (proto_step_out_t, top_logprobs), offsetof (proto_step_out_t, n_top),
+      PROTO_MAX_LOGPROBS, false }
+};
+
+#define S_N_MEMBERS(table) (sizeof (table) / sizeof ((table) [0]))
+
+//  The most members one map may have (the decoder's bookkeeping).
+#define S_MAX_MEMBERS 16
+_Static_assert (S_N_MEMBERS (s_sampling_members) <= S_MAX_MEMBERS, "too many members");
+_Static_assert (S_N_MEMBERS (s_step_seq_members) <= S_MAX_MEMBERS, "too many members");
+_Static_assert (S_N_MEMBERS (s_step_out_members) <= S_MAX_MEMBERS, "too many members");
+
+//  The members of one map, for the encoder and the decoder.
+typedef struct {
+    const s_member_t *members;
+    size_t n_members;
+} s_member_table_t;
+
+static const s_member_table_t s_sampling_table =
+    { s_sampling_members, S_N_MEMBERS (s_sampling_members) };
+static const s_member_table_t s_step_seq_table =
+    { s_step_seq_members, S_N_MEMBERS (s_step_seq_members) };
+static const s_member_table_t s_step_out_table =
+    { s_step_out_members, S_N_MEMBERS (s_step_out_members) };
+
+//  Where a member's value sits in the struct at base.
+static void *
+s_member_at (void *base, size_t offset)
+{
+    return (char *) base + offset;
+}
+
+static const void *
+s_member_at_const (const void *base, size_t offset)
+{
+    return (const char *) base + offset;
+}
+
+
 //  --------------------------------------------------------------------------
 //  Messages and their names
+
+void
+proto_sampling_reset (proto_sampling_t *sampling)
+{
+    if (!sampling)
+        return;
+    free (sampling->bias_tokens);
+    free (sampling->bias_values);
+    memset (sampling, 0, sizeof (*sampling));
+}
+
+int
+proto_sampling_copy (proto_sampling_t *dst, const proto_sampling_t *src)
+{
+    if (!dst || !src)
+        return -1;
+    proto_sampling_t copy = *src;
+    copy.bias_tokens = NULL;
+    copy.bias_values = NULL;
+    if (src->n_bias > 0) {
+        if (!src->bias_tokens || !src->bias_values)
+            return -1;
+        copy.bias_tokens = (uint32_t *) malloc (src->n_bias * sizeof (uint32_t));
+        copy.bias_values = (float *) malloc (src->n_bias * sizeof (float));
+        if (!copy.bias_tokens || !copy.bias_values) {
+            free (copy.bias_tokens);
+            free (copy.bias_values);
+            return -1;
+        }
+        memcpy (copy.bias_tokens, src->bias_tokens, src->n_bias * sizeof (uint32_t));
+        memcpy (copy.bias_values, src->bias_values, src->n_bias * sizeof (float));
+    }
+    proto_sampling_reset (dst);
+    *dst = copy;
+    return 0;
+}
 
 void
 proto_msg_reset (proto_msg_t *msg)
@@ -194,12 +367,25 @@ proto_msg_reset (proto_msg_t *msg)
     }
     free (msg->tokens);
     free (msg->stop_tokens);
+    free (msg->copies);
+    free (msg->frees);
+    proto_sampling_reset (&msg->sampling);
     if (msg->seqs) {
-        for (uint32_t index = 0; index < msg->n_seqs; index++)
+        for (uint32_t index = 0; index < msg->n_seqs; index++) {
             free (msg->seqs [index].tokens);
+            free (msg->seqs [index].blocks);
+            free (msg->seqs [index].masked_tokens);
+            proto_sampling_reset (&msg->seqs [index].sampling);
+        }
         free (msg->seqs);
     }
-    free (msg->outs);
+    if (msg->outs) {
+        for (uint32_t index = 0; index < msg->n_outs; index++) {
+            free (msg->outs [index].top_tokens);
+            free (msg->outs [index].top_logprobs);
+        }
+        free (msg->outs);
+    }
     memset (msg, 0, sizeof (*msg));
 }
 
@@ -320,6 +506,37 @@ proto_msg_set_stop_tokens (proto_msg_t *msg, const uint32_t *tokens, uint32_t n_
 }
 
 
+static size_t
+s_id_hash (const void *key)
+{
+    uint64_t id = *(const uint64_t *) key;
+    return (size_t) (id ^ (id >> 29));
+}
+
+static int
+s_id_compare (const void *key1, const void *key2)
+{
+    uint64_t id1 = *(const uint64_t *) key1;
+    uint64_t id2 = *(const uint64_t *) key2;
+    return id1 < id2? -1: id1 > id2? 1: 0;
+}
+
+zhashx_t *
+proto_id_table_new (zhashx_destructor_fn destructor)
+{
+    zhashx_t *table = zhashx_new ();
+    if (!table)
+        return NULL;
+    zhashx_set_key_hasher (table, s_id_hash);
+    zhashx_set_key_comparator (table, s_id_compare);
+    zhashx_set_key_duplicator (table, NULL);
+    zhashx_set_key_destructor (table, NULL);
+    if (destructor)
+        zhashx_set_destructor (table, destructor);
+    return table;
+}
+
+
 //  --------------------------------------------------------------------------
 //  Encoding
 
@@ -379,48 +596,120 @@ s_pack_stops (msgpack_packer *packer, char *const *stops, uint32_t n_stops)
 }
 
 static int
-s_pack_step_seqs (msgpack_packer *packer, const proto_step_seq_t *seqs, uint32_t n_seqs)
+s_pack_members (msgpack_packer *packer, const s_member_table_t *table, const void *base);
+
+//  [[token, value], ...]
+static int
+s_pack_pairs (msgpack_packer *packer, const uint32_t *tokens, const float *values,
+              uint32_t count, uint32_t max_count)
 {
-    if (n_seqs > PROTO_MAX_STEP_SEQS || (n_seqs > 0 && !seqs))
+    if (count > max_count || (count > 0 && (!tokens || !values)))
         return -1;
-    if (msgpack_pack_array (packer, n_seqs) != 0)
+    if (msgpack_pack_array (packer, count) != 0)
         return -1;
-    for (uint32_t index = 0; index < n_seqs; index++) {
-        const proto_step_seq_t *seq = &seqs [index];
-        if (msgpack_pack_map (packer, 5) != 0
-        ||  s_pack_name (packer, "slot") != 0
-        ||  msgpack_pack_uint32 (packer, seq->slot) != 0
-        ||  s_pack_name (packer, "pos") != 0
-        ||  msgpack_pack_uint32 (packer, seq->pos) != 0
-        ||  s_pack_name (packer, "tokens") != 0
-        ||  s_pack_token_array (packer, seq->tokens, seq->n_tokens) != 0
-        ||  s_pack_name (packer, "temperature") != 0
-        ||  msgpack_pack_float (packer, seq->temperature) != 0
-        ||  s_pack_name (packer, "seed") != 0
-        ||  msgpack_pack_uint64 (packer, seq->seed) != 0)
+    for (uint32_t index = 0; index < count; index++)
+        if (msgpack_pack_array (packer, 2) != 0
+        ||  msgpack_pack_uint32 (packer, tokens [index]) != 0
+        ||  msgpack_pack_float (packer, values [index]) != 0)
+            return -1;
+    return 0;
+}
+
+static int
+s_pack_member (msgpack_packer *packer, const s_member_t *member, const void *base)
+{
+    const void *value = s_member_at_const (base, member->offset);
+    const uint32_t *count = (const uint32_t *) s_member_at_const (base, member->count_offset);
+    switch (member->type) {
+        case MEMBER_U32:
+            return msgpack_pack_uint32 (packer, *(const uint32_t *) value);
+        case MEMBER_U64:
+            return msgpack_pack_uint64 (packer, *(const uint64_t *) value);
+        case MEMBER_F32:
+            return msgpack_pack_float (packer, *(const float *) value);
+        case MEMBER_BOOL:
+            return *(const bool *) value? msgpack_pack_true (packer)
+                                        : msgpack_pack_false (packer);
+        case MEMBER_TOKENS:
+            if (*count > member->max_count)
+                return -1;
+            return s_pack_token_array (packer, *(uint32_t *const *) value, *count);
+        case MEMBER_PAIRS: {
+            const float *values =
+                *(float *const *) s_member_at_const (base, member->values_offset);
+            return s_pack_pairs (packer, *(uint32_t *const *) value, values, *count,
+                                 member->max_count);
+        }
+        case MEMBER_SAMPLING:
+            return s_pack_members (packer, &s_sampling_table, value);
+        default:
+            return -1;
+    }
+}
+
+//  True when the member carries nothing a decoder would not assume: an empty array, or
+//  a nested sampling that is all zero (a STEP sequence's after its first step). Such
+//  members are not written; scalars always are.
+static bool
+s_member_is_empty (const s_member_t *member, const void *base)
+{
+    if (member->type == MEMBER_TOKENS || member->type == MEMBER_PAIRS)
+        return *(const uint32_t *) s_member_at_const (base, member->count_offset) == 0;
+    if (member->type == MEMBER_SAMPLING) {
+        static const proto_sampling_t zero;
+        return memcmp (s_member_at_const (base, member->offset), &zero, sizeof zero) == 0;
+    }
+    return false;
+}
+
+//  A map of the members of the struct at base (empty optional ones left out).
+static int
+s_pack_members (msgpack_packer *packer, const s_member_table_t *table, const void *base)
+{
+    uint32_t n_written = 0;
+    for (size_t index = 0; index < table->n_members; index++)
+        if (table->members [index].required
+        ||  !s_member_is_empty (&table->members [index], base))
+            n_written++;
+    if (msgpack_pack_map (packer, n_written) != 0)
+        return -1;
+    for (size_t index = 0; index < table->n_members; index++) {
+        const s_member_t *member = &table->members [index];
+        if (!member->required && s_member_is_empty (member, base))
+            continue;
+        if (s_pack_name (packer, member->name) != 0
+        ||  s_pack_member (packer, member, base) != 0)
             return -1;
     }
     return 0;
 }
 
+//  An array of n structs of size `size` at array, each a map.
 static int
-s_pack_step_outs (msgpack_packer *packer, const proto_step_out_t *outs, uint32_t n_outs)
+s_pack_struct_array (msgpack_packer *packer, const s_member_table_t *table,
+                     const void *array, size_t size, uint32_t count, uint32_t max_count)
 {
-    if (n_outs > PROTO_MAX_STEP_SEQS || (n_outs > 0 && !outs))
+    if (count > max_count || (count > 0 && !array))
         return -1;
-    if (msgpack_pack_array (packer, n_outs) != 0)
+    if (msgpack_pack_array (packer, count) != 0)
         return -1;
-    for (uint32_t index = 0; index < n_outs; index++) {
-        const proto_step_out_t *out = &outs [index];
-        if (msgpack_pack_map (packer, 3) != 0
-        ||  s_pack_name (packer, "slot") != 0
-        ||  msgpack_pack_uint32 (packer, out->slot) != 0
-        ||  s_pack_name (packer, "token") != 0
-        ||  msgpack_pack_uint32 (packer, out->token) != 0
-        ||  s_pack_name (packer, "logprob") != 0
-        ||  msgpack_pack_float (packer, out->logprob) != 0)
+    for (uint32_t index = 0; index < count; index++)
+        if (s_pack_members (packer, table, (const char *) array + index * size) != 0)
             return -1;
-    }
+    return 0;
+}
+
+static int
+s_pack_u64_array (msgpack_packer *packer, const uint64_t *values, uint32_t count,
+                  uint32_t max_count)
+{
+    if (count > max_count || (count > 0 && !values))
+        return -1;
+    if (msgpack_pack_array (packer, count) != 0)
+        return -1;
+    for (uint32_t index = 0; index < count; index++)
+        if (msgpack_pack_uint64 (packer, values [index]) != 0)
+            return -1;
     return 0;
 }
 
@@ -436,10 +725,10 @@ s_pack_field (msgpack_packer *packer, const proto_msg_t *msg, s_field_t field)
             return s_pack_text (packer, msg->text);
         case FIELD_MAX_TOKENS:
             return msgpack_pack_uint32 (packer, msg->max_tokens);
-        case FIELD_TEMPERATURE:
-            return msgpack_pack_float (packer, msg->temperature);
-        case FIELD_SEED:
-            return msgpack_pack_uint64 (packer, msg->seed);
+        case FIELD_SAMPLING:
+            return s_pack_members (packer, &s_sampling_table, &msg->sampling);
+        case FIELD_IGNORE_EOS:
+            return msg->ignore_eos? msgpack_pack_true (packer): msgpack_pack_false (packer);
         case FIELD_FINISH:
             if ((unsigned) msg->finish > PROTO_FINISH_TOOL_CALLS)
                 return -1;
@@ -460,22 +749,54 @@ s_pack_field (msgpack_packer *packer, const proto_msg_t *msg, s_field_t field)
             return msgpack_pack_uint64 (packer, msg->fingerprint);
         case FIELD_N_CTX:
             return msgpack_pack_uint32 (packer, msg->n_ctx);
-        case FIELD_N_SLOTS:
-            return msgpack_pack_uint32 (packer, msg->n_slots);
+        case FIELD_N_BLOCKS:
+            return msgpack_pack_uint32 (packer, msg->n_blocks);
+        case FIELD_BLOCK_SIZE:
+            return msgpack_pack_uint32 (packer, msg->block_size);
         case FIELD_N_VOCAB:
             return msgpack_pack_uint32 (packer, msg->n_vocab);
         case FIELD_STEP_ID:
             return msgpack_pack_uint64 (packer, msg->step_id);
+        case FIELD_COPIES:
+            if (msg->n_copies > PROTO_MAX_TOKENS / 2)
+                return -1;
+            return s_pack_token_array (packer, msg->copies, 2 * msg->n_copies);
+        case FIELD_FREES:
+            return s_pack_u64_array (packer, msg->frees, msg->n_frees, PROTO_MAX_TOKENS);
         case FIELD_SEQS:
-            return s_pack_step_seqs (packer, msg->seqs, msg->n_seqs);
+            return s_pack_struct_array (packer, &s_step_seq_table, msg->seqs,
+                                        sizeof (proto_step_seq_t), msg->n_seqs,
+                                        PROTO_MAX_STEP_SEQS);
         case FIELD_OUTS:
-            return s_pack_step_outs (packer, msg->outs, msg->n_outs);
+            return s_pack_struct_array (packer, &s_step_out_table, msg->outs,
+                                        sizeof (proto_step_out_t), msg->n_outs,
+                                        PROTO_MAX_STEP_SEQS);
         case FIELD_WORKERS:
             return msgpack_pack_uint32 (packer, msg->workers);
         case FIELD_RUNNING:
             return msgpack_pack_uint32 (packer, msg->running);
         case FIELD_WAITING:
             return msgpack_pack_uint32 (packer, msg->waiting);
+        case FIELD_KV_BLOCKS_USED:
+            return msgpack_pack_uint32 (packer, msg->kv_blocks_used);
+        case FIELD_KV_BLOCKS_TOTAL:
+            return msgpack_pack_uint32 (packer, msg->kv_blocks_total);
+        case FIELD_PREFIX_QUERIES:
+            return msgpack_pack_uint64 (packer, msg->prefix_queries);
+        case FIELD_PREFIX_HITS:
+            return msgpack_pack_uint64 (packer, msg->prefix_hits);
+        case FIELD_PREEMPTIONS:
+            return msgpack_pack_uint64 (packer, msg->preemptions);
+        case FIELD_N:
+            if (msg->n > PROTO_MAX_N)
+                return -1;
+            return msgpack_pack_uint32 (packer, msg->n);
+        case FIELD_INDEX:
+            if (msg->index >= PROTO_MAX_N)
+                return -1;
+            return msgpack_pack_uint32 (packer, msg->index);
+        case FIELD_ONLY_INDEX:
+            return msg->only_index? msgpack_pack_true (packer): msgpack_pack_false (packer);
         case FIELD_CHAT:
             return s_pack_optional_text (packer, msg->chat);
         case FIELD_TOOL_CALLS:
@@ -536,6 +857,7 @@ typedef struct {
     const char *field;          //  top-level field being decoded, or NULL
     int64_t index;              //  element of that field's array, or -1
     const char *member;         //  member of that element's map, or NULL
+    const char *submember;      //  member of a map inside that member, or NULL
     int64_t member_index;       //  element of that member's array, or -1
     //  Where errors go
     char *err;
@@ -569,6 +891,10 @@ s_fail (s_reader_t *reader, const char *format, ...)
     if (reader->member_index >= 0)
         snprintf (member_index, sizeof (member_index), "[%" PRId64 "]",
                   reader->member_index);
+    if (reader->member && reader->submember)
+        snprintf (path, sizeof (path), "%s%s.%s.%s%s",
+                  reader->field, index, reader->member, reader->submember, member_index);
+    else
     if (reader->member)
         snprintf (path, sizeof (path), "%s%s.%s%s",
                   reader->field, index, reader->member, member_index);
@@ -729,6 +1055,19 @@ s_read_uint32 (s_reader_t *reader, uint32_t *value)
         return -1;
     }
     *value = (uint32_t) wide;
+    return 0;
+}
+
+//  An unsigned integer of at most max.
+static int
+s_read_limited_uint32 (s_reader_t *reader, uint32_t *value, uint32_t max)
+{
+    if (s_read_uint32 (reader, value) != 0)
+        return -1;
+    if (*value > max) {
+        s_fail (reader, "%" PRIu32 " is over the limit of %" PRIu32, *value, max);
+        return -1;
+    }
     return 0;
 }
 
@@ -1022,172 +1361,205 @@ s_read_token_array (s_reader_t *reader, uint32_t **tokens, uint32_t *n_tokens,
     return 0;
 }
 
-//  One element of STEP's seqs: a map {slot, pos, tokens, temperature, seed}.
 static int
-s_read_step_seq (s_reader_t *reader, proto_step_seq_t *seq)
+s_read_bool (s_reader_t *reader, bool *value)
 {
-    uint32_t count;
-    if (s_read_map_header (reader, &count) != 0)
+    uint8_t byte;
+    if (s_peek (reader, &byte) != 0)
         return -1;
-    bool has_slot = false, has_pos = false, has_tokens = false;
-    bool has_temperature = false, has_seed = false;
-    for (uint32_t entry = 0; entry < count; entry++) {
-        const uint8_t *key;
-        size_t key_length;
-        reader->member = NULL;
-        if (s_read_string (reader, &key, &key_length) != 0)
-            return -1;
-        int rc;
-        if (s_key_is (key, key_length, "slot")) {
-            reader->member = "slot";
-            if (has_slot)
-                return s_fail_duplicate (reader);
-            has_slot = true;
-            rc = s_read_uint32 (reader, &seq->slot);
-        }
-        else
-        if (s_key_is (key, key_length, "pos")) {
-            reader->member = "pos";
-            if (has_pos)
-                return s_fail_duplicate (reader);
-            has_pos = true;
-            rc = s_read_uint32 (reader, &seq->pos);
-        }
-        else
-        if (s_key_is (key, key_length, "tokens")) {
-            reader->member = "tokens";
-            if (has_tokens)
-                return s_fail_duplicate (reader);
-            has_tokens = true;
-            rc = s_read_token_array (reader, &seq->tokens, &seq->n_tokens,
-                                     &reader->member_index);
-        }
-        else
-        if (s_key_is (key, key_length, "temperature")) {
-            reader->member = "temperature";
-            if (has_temperature)
-                return s_fail_duplicate (reader);
-            has_temperature = true;
-            rc = s_read_float (reader, &seq->temperature);
-        }
-        else
-        if (s_key_is (key, key_length, "seed")) {
-            reader->member = "seed";
-            if (has_seed)
-                return s_fail_duplicate (reader);
-            has_seed = true;
-            rc = s_read_uint64 (reader, &seq->seed);
-        }
-        else
-            rc = s_skip_value (reader, 2);
-        if (rc != 0)
-            return -1;
-    }
-    reader->member = NULL;
-    const char *missing = !has_slot? "slot": !has_pos? "pos": !has_tokens? "tokens": NULL;
-    if (missing) {
-        s_fail (reader, "member '%s' is missing", missing);
+    if (byte != 0xc2 && byte != 0xc3) {
+        s_fail (reader, "expected a boolean, got %s", s_type_name (byte));
         return -1;
     }
+    reader->offset++;
+    *value = byte == 0xc3;
     return 0;
 }
 
-//  One element of STEP_RESULT's outs: a map {slot, token, logprob}.
+//  An array of at most max_count unsigned 64-bit numbers.
 static int
-s_read_step_out (s_reader_t *reader, proto_step_out_t *out)
+s_read_u64_array (s_reader_t *reader, uint64_t **values, uint32_t *count,
+                  uint32_t max_count)
 {
-    uint32_t count;
-    if (s_read_map_header (reader, &count) != 0)
+    uint32_t n;
+    if (s_read_array_header (reader, max_count, &n) != 0)
         return -1;
-    bool has_slot = false, has_token = false, has_logprob = false;
-    for (uint32_t entry = 0; entry < count; entry++) {
-        const uint8_t *key;
-        size_t key_length;
-        reader->member = NULL;
-        if (s_read_string (reader, &key, &key_length) != 0)
-            return -1;
-        int rc;
-        if (s_key_is (key, key_length, "slot")) {
-            reader->member = "slot";
-            if (has_slot)
-                return s_fail_duplicate (reader);
-            has_slot = true;
-            rc = s_read_uint32 (reader, &out->slot);
-        }
-        else
-        if (s_key_is (key, key_length, "token")) {
-            reader->member = "token";
-            if (has_token)
-                return s_fail_duplicate (reader);
-            has_token = true;
-            rc = s_read_uint32 (reader, &out->token);
-        }
-        else
-        if (s_key_is (key, key_length, "logprob")) {
-            reader->member = "logprob";
-            if (has_logprob)
-                return s_fail_duplicate (reader);
-            has_logprob = true;
-            rc = s_read_float (reader, &out->logprob);
-        }
-        else
-            rc = s_skip_value (reader, 2);
-        if (rc != 0)
-            return -1;
-    }
-    reader->member = NULL;
-    const char *missing =
-        !has_slot? "slot": !has_token? "token": !has_logprob? "logprob": NULL;
-    if (missing) {
-        s_fail (reader, "member '%s' is missing", missing);
-        return -1;
-    }
-    return 0;
-}
-
-static int
-s_read_step_seqs (s_reader_t *reader, proto_msg_t *msg)
-{
-    uint32_t count;
-    if (s_read_array_header (reader, PROTO_MAX_STEP_SEQS, &count) != 0)
-        return -1;
-    if (count == 0)
+    if (n == 0)
         return 0;
-    msg->seqs = (proto_step_seq_t *) calloc (count, sizeof (proto_step_seq_t));
-    if (!msg->seqs) {
-        s_fail (reader, "out of memory for %" PRIu32 " sequences", count);
+    uint64_t *array = (uint64_t *) malloc ((size_t) n * sizeof (uint64_t));
+    if (!array) {
+        s_fail (reader, "out of memory for %" PRIu32 " numbers", n);
         return -1;
     }
-    msg->n_seqs = count;
-    for (uint32_t index = 0; index < count; index++) {
+    *values = array;
+    *count = n;
+    for (uint32_t index = 0; index < n; index++) {
         reader->index = index;
-        if (s_read_step_seq (reader, &msg->seqs [index]) != 0)
+        if (s_read_uint64 (reader, &array [index]) != 0)
             return -1;
     }
     reader->index = -1;
     return 0;
 }
 
+//  [[token, value], ...] into two arrays sharing *count (set as soon as they are
+//  allocated, so that a failure part way leaves nothing that reset would not free).
 static int
-s_read_step_outs (s_reader_t *reader, proto_msg_t *msg)
+s_read_pairs (s_reader_t *reader, uint32_t **tokens, float **values, uint32_t *count,
+              uint32_t max_count)
 {
-    uint32_t count;
-    if (s_read_array_header (reader, PROTO_MAX_STEP_SEQS, &count) != 0)
+    uint32_t n;
+    if (s_read_array_header (reader, max_count, &n) != 0)
         return -1;
-    if (count == 0)
+    if (n == 0)
         return 0;
-    msg->outs = (proto_step_out_t *) calloc (count, sizeof (proto_step_out_t));
-    if (!msg->outs) {
-        s_fail (reader, "out of memory for %" PRIu32 " outputs", count);
+    *tokens = (uint32_t *) malloc ((size_t) n * sizeof (uint32_t));
+    *values = (float *) malloc ((size_t) n * sizeof (float));
+    if (!*tokens || !*values) {
+        free (*tokens);
+        free (*values);
+        *tokens = NULL;
+        *values = NULL;
+        s_fail (reader, "out of memory for %" PRIu32 " pairs", n);
         return -1;
     }
-    msg->n_outs = count;
-    for (uint32_t index = 0; index < count; index++) {
+    *count = n;
+    for (uint32_t index = 0; index < n; index++) {
+        reader->member_index = index;
+        uint32_t pair_length;
+        //  No limit of 2 here: it would refuse [a, b, c] as "over the limit of 2"
+        //  before the check below could say what a pair is (the count is still
+        //  checked against the bytes left, and nothing is allocated for it)
+        if (s_read_array_header (reader, UINT32_MAX, &pair_length) != 0)
+            return -1;
+        if (pair_length != 2) {
+            s_fail (reader, "expected a pair [token, value], got %" PRIu32 " elements",
+                    pair_length);
+            return -1;
+        }
+        if (s_read_uint32 (reader, &(*tokens) [index]) != 0
+        ||  s_read_float (reader, &(*values) [index]) != 0)
+            return -1;
+    }
+    reader->member_index = -1;
+    return 0;
+}
+
+static int
+s_read_members (s_reader_t *reader, const s_member_table_t *table, void *base,
+                const char **name_slot);
+
+static int
+s_read_member (s_reader_t *reader, const s_member_t *member, void *base)
+{
+    void *value = s_member_at (base, member->offset);
+    uint32_t *count = (uint32_t *) s_member_at (base, member->count_offset);
+    switch (member->type) {
+        case MEMBER_U32:
+            return s_read_uint32 (reader, (uint32_t *) value);
+        case MEMBER_U64:
+            return s_read_uint64 (reader, (uint64_t *) value);
+        case MEMBER_F32:
+            return s_read_float (reader, (float *) value);
+        case MEMBER_BOOL:
+            return s_read_bool (reader, (bool *) value);
+        case MEMBER_TOKENS:
+            return s_read_token_array (reader, (uint32_t **) value, count,
+                                       &reader->member_index);
+        case MEMBER_PAIRS:
+            return s_read_pairs (reader, (uint32_t **) value,
+                                 (float **) s_member_at (base, member->values_offset), count,
+                                 member->max_count);
+        case MEMBER_SAMPLING:
+            return s_read_members (reader, &s_sampling_table, value, &reader->submember);
+        default:
+            s_fail (reader, "no decoder for this member");
+            return -1;
+    }
+}
+
+//  A map holding the members of table into the struct at base. The name of the member
+//  being read goes to *name_slot, for error messages.
+static int
+s_read_members (s_reader_t *reader, const s_member_table_t *table, void *base,
+                const char **name_slot)
+{
+    uint32_t count;
+    if (s_read_map_header (reader, &count) != 0)
+        return -1;
+    bool seen [S_MAX_MEMBERS] = { false };
+    for (uint32_t entry = 0; entry < count; entry++) {
+        const uint8_t *key;
+        size_t key_length;
+        *name_slot = NULL;
+        if (s_read_string (reader, &key, &key_length) != 0)
+            return -1;
+        size_t which = table->n_members;
+        for (size_t index = 0; index < table->n_members; index++)
+            if (s_key_is (key, key_length, table->members [index].name)) {
+                which = index;
+                break;
+            }
+        if (which == table->n_members) {
+            if (s_skip_value (reader, 3) != 0)
+                return -1;
+            continue;
+        }
+        *name_slot = table->members [which].name;
+        if (seen [which])
+            return s_fail_duplicate (reader);
+        seen [which] = true;
+        if (s_read_member (reader, &table->members [which], base) != 0)
+            return -1;
+    }
+    *name_slot = NULL;
+    for (size_t index = 0; index < table->n_members; index++)
+        if (table->members [index].required && !seen [index]) {
+            s_fail (reader, "member '%s' is missing", table->members [index].name);
+            return -1;
+        }
+    return 0;
+}
+
+//  An array of at most max_count maps, each read into a struct of `size` bytes in a
+//  zeroed heap array (*array and *count set as soon as it is allocated).
+static int
+s_read_struct_array (s_reader_t *reader, const s_member_table_t *table, void **array,
+                     size_t size, uint32_t *count, uint32_t max_count)
+{
+    uint32_t n;
+    if (s_read_array_header (reader, max_count, &n) != 0)
+        return -1;
+    if (n == 0)
+        return 0;
+    *array = calloc (n, size);
+    if (!*array) {
+        s_fail (reader, "out of memory for %" PRIu32 " entries", n);
+        return -1;
+    }
+    *count = n;
+    for (uint32_t index = 0; index < n; index++) {
         reader->index = index;
-        if (s_read_step_out (reader, &msg->outs [index]) != 0)
+        if (s_read_members (reader, table, (char *) *array + index * size,
+                            &reader->member) != 0)
             return -1;
     }
     reader->index = -1;
+    return 0;
+}
+
+//  STEP's copies: an even number of block ids.
+static int
+s_read_copies (s_reader_t *reader, proto_msg_t *msg)
+{
+    uint32_t n_ids = 0;
+    if (s_read_token_array (reader, &msg->copies, &n_ids, &reader->index) != 0)
+        return -1;
+    if (n_ids % 2 != 0) {
+        s_fail (reader, "%" PRIu32 " block ids: not pairs (src, dst)", n_ids);
+        return -1;
+    }
+    msg->n_copies = n_ids / 2;
     return 0;
 }
 
@@ -1260,10 +1632,11 @@ s_read_field (s_reader_t *reader, proto_msg_t *msg, s_field_t field)
             return s_read_stops (reader, msg);
         case FIELD_MAX_TOKENS:
             return s_read_uint32 (reader, &msg->max_tokens);
-        case FIELD_TEMPERATURE:
-            return s_read_float (reader, &msg->temperature);
-        case FIELD_SEED:
-            return s_read_uint64 (reader, &msg->seed);
+        case FIELD_SAMPLING:
+            return s_read_members (reader, &s_sampling_table, &msg->sampling,
+                                   &reader->member);
+        case FIELD_IGNORE_EOS:
+            return s_read_bool (reader, &msg->ignore_eos);
         case FIELD_FINISH:
             return s_read_finish (reader, &msg->finish);
         case FIELD_PROMPT_TOKENS:
@@ -1284,22 +1657,48 @@ s_read_field (s_reader_t *reader, proto_msg_t *msg, s_field_t field)
             return s_read_uint64 (reader, &msg->fingerprint);
         case FIELD_N_CTX:
             return s_read_uint32 (reader, &msg->n_ctx);
-        case FIELD_N_SLOTS:
-            return s_read_uint32 (reader, &msg->n_slots);
+        case FIELD_N_BLOCKS:
+            return s_read_uint32 (reader, &msg->n_blocks);
+        case FIELD_BLOCK_SIZE:
+            return s_read_uint32 (reader, &msg->block_size);
         case FIELD_N_VOCAB:
             return s_read_uint32 (reader, &msg->n_vocab);
         case FIELD_STEP_ID:
             return s_read_uint64 (reader, &msg->step_id);
+        case FIELD_COPIES:
+            return s_read_copies (reader, msg);
+        case FIELD_FREES:
+            return s_read_u64_array (reader, &msg->frees, &msg->n_frees, PROTO_MAX_TOKENS);
         case FIELD_SEQS:
-            return s_read_step_seqs (reader, msg);
+            return s_read_struct_array (reader, &s_step_seq_table, (void **) &msg->seqs,
+                                        sizeof (proto_step_seq_t), &msg->n_seqs,
+                                        PROTO_MAX_STEP_SEQS);
         case FIELD_OUTS:
-            return s_read_step_outs (reader, msg);
+            return s_read_struct_array (reader, &s_step_out_table, (void **) &msg->outs,
+                                        sizeof (proto_step_out_t), &msg->n_outs,
+                                        PROTO_MAX_STEP_SEQS);
         case FIELD_WORKERS:
             return s_read_uint32 (reader, &msg->workers);
         case FIELD_RUNNING:
             return s_read_uint32 (reader, &msg->running);
         case FIELD_WAITING:
             return s_read_uint32 (reader, &msg->waiting);
+        case FIELD_KV_BLOCKS_USED:
+            return s_read_uint32 (reader, &msg->kv_blocks_used);
+        case FIELD_KV_BLOCKS_TOTAL:
+            return s_read_uint32 (reader, &msg->kv_blocks_total);
+        case FIELD_PREFIX_QUERIES:
+            return s_read_uint64 (reader, &msg->prefix_queries);
+        case FIELD_PREFIX_HITS:
+            return s_read_uint64 (reader, &msg->prefix_hits);
+        case FIELD_PREEMPTIONS:
+            return s_read_uint64 (reader, &msg->preemptions);
+        case FIELD_N:
+            return s_read_limited_uint32 (reader, &msg->n, PROTO_MAX_N);
+        case FIELD_INDEX:
+            return s_read_limited_uint32 (reader, &msg->index, PROTO_MAX_N - 1);
+        case FIELD_ONLY_INDEX:
+            return s_read_bool (reader, &msg->only_index);
         default:
             s_fail (reader, "no decoder for this field");
             return -1;
@@ -1390,6 +1789,7 @@ s_read_message (s_reader_t *reader, proto_msg_t *msg)
         reader->field = s_field_names [field];
         reader->index = -1;
         reader->member = NULL;
+        reader->submember = NULL;
         reader->member_index = -1;
         if (seen [which])
             return s_fail_duplicate (reader);
@@ -1436,6 +1836,7 @@ proto_decode (const void *data, size_t size, proto_msg_t *msg, char *err, size_t
         .field = NULL,
         .index = -1,
         .member = NULL,
+        .submember = NULL,
         .member_index = -1,
         .err = err,
         .err_size = err_size

@@ -23,8 +23,10 @@
         scheduler --STATUS--> (PUB) frontend
 
     Who owns what: a proto_msg_t owns its strings and arrays, which proto_msg_reset frees
-    with free(): text, tokens, stop_tokens, seqs, each seqs[i].tokens and outs must be
-    malloc'd (the setters below copy; seqs and outs are filled by hand). A message that
+    with free(): text, tokens, stop_tokens, copies, frees, seqs, outs, the sampling
+    arrays, and in each seqs[i] its tokens, blocks and sampling arrays, in each outs[i]
+    its top arrays, must be malloc'd (the setters below copy; seqs and outs are filled
+    by hand). A message that
     only borrows arrays for sending (as the scheduler's STEP does) must not be reset.
     proto_decode and proto_recv fill a zeroed message that the caller releases with
     proto_msg_reset; they do not free what it held, so a receive loop resets between
@@ -39,7 +41,7 @@
 #include <czmq.h>
 
 //  Bumped on any incompatible change; a worker whose version differs is refused.
-#define PROTO_VERSION 1
+#define PROTO_VERSION 2
 
 //  Decoder limits: a frame or field beyond them is refused, never allocated.
 #define PROTO_MAX_FRAME_BYTES   (64u * 1024 * 1024)
@@ -47,6 +49,12 @@
 #define PROTO_MAX_TOKENS        (1u << 20)      //  ids in one token array
 #define PROTO_MAX_STEP_SEQS     4096            //  sequences in one STEP / STEP_RESULT
 #define PROTO_MAX_STOPS         16              //  stop strings in one GENERATE
+#define PROTO_MAX_LOGPROBS      20              //  top log-probabilities per token
+#define PROTO_MAX_N             128             //  sequences of one request
+//  Request ids are below 2^63: the scheduler gives the other sequences of a request
+//  (n > 1) worker-side ids with the top bit set, so the two never meet.
+#define PROTO_MAX_REQUEST_ID    0x7fffffffffffffffULL
+#define PROTO_MAX_BIAS          1024            //  logit_bias entries
 
 typedef enum {
     PROTO_GENERATE = 1,     //  frontend -> tokenizer: a new request (text prompt)
@@ -74,51 +82,90 @@ typedef enum {
     PROTO_FINISH_TOOL_CALLS = 3 //  the model called tools (OUTPUT only)
 } proto_finish_t;
 
-//  One sequence in a STEP: run `n_tokens` new tokens at positions pos .. pos+n_tokens-1
-//  of the sequence held in KV slot `slot`, then sample one token from the last position.
-//  pos 0 starts a new sequence in that slot (the worker forgets what the slot held and
-//  seeds the slot's random generator with `seed`).
+//  How to sample one sequence (npu/sampler.h says what each does). Zero is greedy and
+//  everything off (top_p and repetition_penalty 0 are taken as 1). Carried by GENERATE
+//  and SUBMIT for the request, and by a STEP for a sequence's first step on a worker.
 typedef struct {
-    uint32_t slot;
+    float temperature;
+    uint32_t top_k;
+    float top_p;
+    float min_p;
+    float presence_penalty;
+    float frequency_penalty;
+    float repetition_penalty;
+    uint64_t seed;
+    uint32_t min_tokens;            //  stop tokens are masked until this many are generated
+    uint32_t n_logprobs;            //  top log-probabilities wanted per token (0 .. 20)
+    uint32_t *bias_tokens;          //  logit_bias: n_bias token ids, heap ...
+    float *bias_values;             //  ... and their biases, heap
+    uint32_t n_bias;
+} proto_sampling_t;
+
+//  One sequence in a STEP: run the n_tokens new tokens at positions pos ..
+//  pos+n_tokens-1 of sequence seq_id, whose positions live in the KV blocks listed in
+//  blocks (position p in blocks[p / block_size]); then, when sample is set, sample one
+//  token from the last position. Positions before n_prompt are the prompt, the others
+//  are generated tokens (the penalties count them). `first` starts the sequence on the
+//  worker (pos is 0, or where a cached prefix ends): the worker makes its sampling state
+//  from `sampling` then; later steps of the sequence leave `sampling` empty.
+typedef struct {
+    uint64_t seq_id;
     uint32_t pos;
     uint32_t *tokens;
     uint32_t n_tokens;
-    float temperature;      //  0: greedy
-    uint64_t seed;
+    uint32_t *blocks;
+    uint32_t n_blocks;
+    uint32_t n_prompt;
+    bool first;
+    bool sample;
+    proto_sampling_t sampling;
+    uint32_t *masked_tokens;        //  with first: ids masked until sampling.min_tokens
+    uint32_t n_masked;
 } proto_step_seq_t;
 
-//  One sequence in a STEP_RESULT: the token sampled for the sequence in `slot`, and its
-//  log-probability under the model's distribution (before temperature).
+//  One sampled token in a STEP_RESULT: for sequence seq_id, the token, its
+//  log-probability under the model's distribution (before any sampling processing), and
+//  the n_top most likely tokens with theirs, most likely first.
 typedef struct {
-    uint32_t slot;
+    uint64_t seq_id;
     uint32_t token;
     float logprob;
+    uint32_t *top_tokens;
+    float *top_logprobs;
+    uint32_t n_top;
 } proto_step_out_t;
 
 //  A message. Which fields a kind uses (others stay zero / NULL and are not encoded):
 //
 //  GENERATE     request_id, text (the prompt) or chat (a chat request as JSON: the
 //               object {"messages", "tools", "tool_choice", ...} of OpenAI's request,
-//               validated by the frontend), max_tokens, temperature, seed,
+//               validated by the frontend), max_tokens, sampling, ignore_eos, n (the
+//               sequences wanted, 0 or 1: one; sequence i samples with seed + i),
 //               stops/n_stops (stop strings), stop_tokens/n_stop_tokens (ids that end
 //               the request besides the model's own end-of-generation tokens)
-//  CANCEL       request_id
-//  OUTPUT       request_id, text (new text, may be empty), tool_calls (NULL, or new
-//               tool-call deltas as a JSON array in OpenAI's streaming shape), finish,
-//               prompt_tokens, completion_tokens (totals so far)
+//  CANCEL       request_id; with only_index, just sequence `index` of it (a stop string
+//               ended that one of n)
+//  OUTPUT       request_id, index (of the sequence, 0 .. n-1), text (new text, may be
+//               empty), tool_calls (NULL, or new tool-call deltas as a JSON array in
+//               OpenAI's streaming shape), finish (of that sequence), prompt_tokens,
+//               completion_tokens (that sequence's total so far)
 //  ERROR        request_id, status (an HTTP status: 400, 503, ...), text (message)
-//  SUBMIT       request_id, tokens/n_tokens (prompt ids), max_tokens, temperature, seed,
-//               stop_tokens/n_stop_tokens (ids that end the request, e.g. EOS)
-//  TOKENS       request_id, tokens/n_tokens (new ids, in order), finish, prompt_tokens
+//  SUBMIT       request_id, tokens/n_tokens (prompt ids), max_tokens, sampling, n,
+//               stop_tokens/n_stop_tokens (ids that end the request, e.g. EOS; also
+//               masked until sampling.min_tokens)
+//  TOKENS       request_id, index (of the sequence), tokens/n_tokens (new ids, in
+//               order), finish (of that sequence), prompt_tokens
 //  HELLO        version, text (device name, "cpu:0"), fingerprint (model), n_ctx,
-//               n_slots, n_vocab
+//               n_blocks, block_size (its KV pool), n_vocab
 //  WELCOME      (no fields)
 //  REJECT       text (reason)
-//  STEP         step_id, seqs/n_seqs
+//  STEP         step_id, copies/n_copies (block pairs src, dst, src, dst ... to copy
+//               before computing), frees/n_frees (sequence ids to forget), seqs/n_seqs
 //  STEP_RESULT  step_id, outs/n_outs, text (empty, or the error that failed the step)
 //  HEARTBEAT    (no fields)
 //  BYE          (no fields)
-//  STATUS       workers, running, waiting
+//  STATUS       workers, running, waiting, kv_blocks_used, kv_blocks_total,
+//               prefix_queries, prefix_hits (blocks), preemptions (totals since start)
 typedef struct {
     proto_kind_t kind;
     uint64_t request_id;
@@ -128,8 +175,11 @@ typedef struct {
     uint32_t n_stops;
     char *tool_calls;           //  JSON text, heap, or NULL
     uint32_t max_tokens;
-    float temperature;
-    uint64_t seed;
+    proto_sampling_t sampling;
+    bool ignore_eos;
+    uint32_t n;                     //  sequences of a request (GENERATE, SUBMIT)
+    uint32_t index;                 //  which of them (TOKENS, OUTPUT, CANCEL)
+    bool only_index;                //  CANCEL: that sequence only, not the request
     proto_finish_t finish;
     uint32_t prompt_tokens;
     uint32_t completion_tokens;
@@ -141,9 +191,14 @@ typedef struct {
     uint32_t version;
     uint64_t fingerprint;
     uint32_t n_ctx;
-    uint32_t n_slots;
+    uint32_t n_blocks;
+    uint32_t block_size;
     uint32_t n_vocab;
     uint64_t step_id;
+    uint32_t *copies;               //  2 * n_copies block ids
+    uint32_t n_copies;
+    uint64_t *frees;
+    uint32_t n_frees;
     proto_step_seq_t *seqs;
     uint32_t n_seqs;
     proto_step_out_t *outs;
@@ -151,6 +206,11 @@ typedef struct {
     uint32_t workers;
     uint32_t running;
     uint32_t waiting;
+    uint32_t kv_blocks_used;
+    uint32_t kv_blocks_total;
+    uint64_t prefix_queries;
+    uint64_t prefix_hits;
+    uint64_t preemptions;
 } proto_msg_t;
 
 #define PROTO_MSG_INIT { 0 }
@@ -182,6 +242,21 @@ int
     proto_msg_set_tool_calls (proto_msg_t *msg, const char *tool_calls);
 int
     proto_msg_set_stops (proto_msg_t *msg, const char *const *stops, uint32_t n_stops);
+
+//  Copy src into dst (its logit_bias arrays too), freeing what dst held. Returns 0, or
+//  -1 when out of memory (dst unchanged).
+int
+    proto_sampling_copy (proto_sampling_t *dst, const proto_sampling_t *src);
+
+//  Free what sampling owns and zero it.
+void
+    proto_sampling_reset (proto_sampling_t *sampling);
+
+//  A zhashx table whose keys are uint64_t ids that live inside the items (the table
+//  keeps a pointer to the item's own id, never a copy): zhashx_insert (table, &item->id,
+//  item). destructor (may be NULL) frees an item when it leaves the table.
+zhashx_t *
+    proto_id_table_new (zhashx_destructor_fn destructor);
 
 //  Encode msg into a new zframe. Returns NULL for a message that a decoder would refuse:
 //  an invalid kind, text or arrays over the limits, a NULL array with a non-zero count,

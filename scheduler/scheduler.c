@@ -1,15 +1,46 @@
 /*  scheduler — decides, step by step, what every worker computes. See scheduler.h.
 
-    The actor's state is three lists: requests waiting in arrival order, workers (each with
-    its KV slots, each slot empty or holding one running request), and nothing else. The
-    loop: read what arrived (requests, cancels, worker messages), then give every idle
-    worker its next step, then heartbeats and STATUS. Where a request goes next:
+    The actor's state: requests waiting in arrival order, and workers. Each worker has a
+    block manager (its KV pool: which block holds what, shared prefixes), the requests
+    running on it in the order they were admitted, and at most one step in flight with
+    the plan it was built from. The loop: read what arrived (requests, cancels, worker
+    messages), then give every idle worker its next step, then heartbeats and STATUS.
 
-        SUBMIT -> s_handle_submit -> waiting list -> s_schedule (a free slot, a STEP)
-        STEP_RESULT -> s_handle_step_result -> TOKENS to the tokenizer -> finished? free
-        the slot : stay running, next step
+    Where a request goes next:
+
+        SUBMIT -> s_handle_submit -> waiting list
+        s_schedule -> s_build_step (for an idle worker): running requests first, each
+            its next token or its next prefill chunk; then waiting requests are admitted
+            while the token budget, the sequence cap and the free blocks allow -> STEP
+        STEP_RESULT -> s_handle_step_result -> TOKENS to the tokenizer -> finished? its
+            blocks are freed : it stays running and gets its next token in the next step
+
+    The policy, in s_build_step, is continuous batching with chunked prefill, as vLLM's:
+    - every step has a budget of max_num_batched_tokens new tokens and at most
+      max_num_seqs sequences;
+    - running requests come first, oldest first: a decode takes one token of the budget,
+      a prompt being prefilled takes what is left of it (a chunk), so a long prompt
+      shares steps with the streams already running instead of freezing them;
+    - then waiting requests are admitted first come, first served (nobody overtakes the
+      head of the queue) when the blocks for their whole prompt are free; a prompt's
+      leading blocks that are in the prefix cache are not computed again;
+    - when a running request needs a block and none is free, the newest running request
+      is preempted: its blocks are freed and it goes back to the head of the queue with
+      its tokens so far, to be recomputed later (its output does not change: the worker
+      draws each token from a generator seeded by the request's seed and the token's
+      index).
+
+    A request with n > 1 has n sequences: sequence 0 runs the prompt alone; when its first
+    token comes, the others fork from its blocks (shared, copied by the worker when
+    written) and each computes the prompt's last token again for its own logits, with
+    the request's seed + its index. Each sequence finishes on its own; a CANCEL may end
+    one of them (a stop string) or all.
+
+    The block tables live here; a step tells the worker which blocks each sequence reads
+    and writes, which blocks to copy first and which sequences to forget.
 */
 #include "scheduler.h"
+#include "block_manager.h"
 #include "protocol.h"
 #include "zlog.h"
 
@@ -18,32 +49,59 @@
 
 #define ACTOR "scheduler"
 #define STATUS_INTERVAL_MS 1000
+#define DEFAULT_MAX_NUM_SEQS 64
+#define DEFAULT_MAX_NUM_BATCHED_TOKENS 512
 
 typedef struct _worker_t worker_t;
 
-typedef struct {
-    uint64_t id;
+//  One sequence of a request. A request with n > 1 has n of them, with the same id and
+//  indexes 0 .. n-1: index 0 prefills the prompt, and when its prompt is computed the
+//  others fork from it (they share its blocks) and each samples its own tokens.
+typedef struct _request_t request_t;
+struct _request_t {
+    uint64_t id;                    //  the request id
+    uint64_t seq_id;                //  this sequence's id on its worker
+    uint32_t index;                 //  which of the request's sequences
+    request_t **forks;              //  index 0 before its prompt is computed: the others
+    uint32_t n_forks;
     zframe_t *reply_to;             //  routing id of the tokenizer that sent it
     uint32_t *tokens;               //  prompt, then every generated token
     uint32_t n_tokens;
     uint32_t capacity;
     uint32_t n_prompt;
-    uint32_t n_computed;            //  tokens whose keys and values the worker holds
     uint32_t max_tokens;            //  0: up to the context length
-    float temperature;
-    uint64_t seed;
+    proto_sampling_t sampling;
     uint32_t *stop_tokens;
     uint32_t n_stop_tokens;
-} request_t;
+    //  While it runs on a worker
+    worker_t *worker;               //  NULL while waiting
+    block_table_t table;
+    uint32_t n_computed;            //  leading tokens whose keys and values are in blocks
+    bool started;                   //  the worker has its sampling state
+    uint32_t n_preempted;
+};
+
+//  What a step in flight asked for one sequence, to apply its result.
+typedef struct {
+    uint64_t seq_id;
+    uint32_t n_tokens;              //  new tokens it computes
+    bool sample;
+} planned_seq_t;
 
 struct _worker_t {
     zframe_t *routing_id;
     char *device;
-    uint32_t n_slots;
     uint32_t n_ctx;
-    request_t **slots;              //  n_slots entries, NULL when free
-    uint64_t *step_request_ids;     //  per slot: the request the step in flight ran there
+    block_manager_t *blocks;
+    zlistx_t *running;              //  request_t *, in the order they were admitted
+    zhashx_t *by_id;                //  the same requests, by id
     uint64_t step_in_flight;        //  0 when idle
+    planned_seq_t *plan;            //  the step in flight's sequences
+    uint32_t n_plan;
+    uint32_t plan_capacity;
+    uint64_t *frees;                //  sequences to forget, sent with the next step
+    uint32_t n_frees;
+    uint32_t frees_capacity;
     int64_t last_heard;             //  zclock_mono of the last message from it
 };
 
@@ -57,8 +115,12 @@ typedef struct {
     zlistx_t *waiting;              //  request_t *, first come first served
     zlistx_t *workers;              //  worker_t *
     uint64_t next_step_id;
+    uint64_t next_fork_id;          //  worker-side ids of sequences 1 .. n-1
     uint32_t heartbeat_ms;
     uint32_t worker_timeout_ms;
+    uint32_t max_num_seqs;
+    uint32_t max_num_batched_tokens;
+    uint64_t preemptions;
     int64_t next_heartbeat;
     int64_t next_status;
     bool status_changed;
@@ -69,32 +131,37 @@ typedef struct {
 
 //  --- Requests ---------------------------------------------------------------------------
 
+//  Sequence `index` of the request in submit: it samples with the request's seed +
+//  index.
 static request_t *
-s_request_new (const proto_msg_t *submit, zframe_t *reply_to)
+s_request_new (const proto_msg_t *submit, zframe_t *reply_to, uint32_t index,
+               uint64_t seq_id)
 {
     request_t *self = (request_t *) calloc (1, sizeof (request_t));
     if (!self)
         return NULL;
     self->id = submit->request_id;
+    self->seq_id = seq_id;
+    self->index = index;
     self->reply_to = zframe_dup (reply_to);
     self->capacity = submit->n_tokens + 16;
     self->tokens = (uint32_t *) malloc (self->capacity * sizeof (uint32_t));
     if (submit->n_stop_tokens)
         self->stop_tokens = (uint32_t *) malloc (submit->n_stop_tokens * sizeof (uint32_t));
-    if (!self->reply_to || !self->tokens || (submit->n_stop_tokens && !self->stop_tokens)) {
+    if (!self->reply_to || !self->tokens || (submit->n_stop_tokens && !self->stop_tokens)
+    ||  proto_sampling_copy (&self->sampling, &submit->sampling) != 0) {
         zframe_destroy (&self->reply_to);
         free (self->tokens);
         free (self->stop_tokens);
         free (self);
         return NULL;
     }
+    self->sampling.seed += index;
     if (submit->n_tokens)
         memcpy (self->tokens, submit->tokens, submit->n_tokens * sizeof (uint32_t));
     self->n_tokens = submit->n_tokens;
     self->n_prompt = submit->n_tokens;
     self->max_tokens = submit->max_tokens;
-    self->temperature = submit->temperature;
-    self->seed = submit->seed;
     if (submit->n_stop_tokens)
         memcpy (self->stop_tokens, submit->stop_tokens,
                 submit->n_stop_tokens * sizeof (uint32_t));
@@ -102,15 +169,22 @@ s_request_new (const proto_msg_t *submit, zframe_t *reply_to)
     return self;
 }
 
+//  Frees the sequence, and the forks still waiting for it; it must hold no blocks
+//  (s_release first).
 static void
 s_request_destroy (request_t **self_p)
 {
     request_t *self = *self_p;
     if (!self)
         return;
+    for (uint32_t i = 0; i < self->n_forks; i++)
+        s_request_destroy (&self->forks [i]);
+    free (self->forks);
     zframe_destroy (&self->reply_to);
     free (self->tokens);
     free (self->stop_tokens);
+    free (self->table.blocks);
+    proto_sampling_reset (&self->sampling);
     free (self);
     *self_p = NULL;
 }
@@ -151,40 +225,42 @@ s_send_to_tokenizer (scheduler_t *self, const proto_msg_t *msg, zframe_t *reply_
 }
 
 static void
-s_send_error (scheduler_t *self, uint64_t request_id, zframe_t *reply_to,
-              uint32_t status, const char *message)
+s_send_error (scheduler_t *self, const request_t *request, uint32_t status,
+              const char *message)
 {
     proto_msg_t msg = PROTO_MSG_INIT;
     msg.kind = PROTO_ERROR;
-    msg.request_id = request_id;
+    msg.request_id = request->id;
     msg.status = status;
     if (proto_msg_set_text (&msg, message) == 0)
-        s_send_to_tokenizer (self, &msg, reply_to);
+        s_send_to_tokenizer (self, &msg, request->reply_to);
     proto_msg_reset (&msg);
-    zlog (ZLOG_INFO, ACTOR, request_id, "failed with %u: %s", status, message);
+    zlog (ZLOG_INFO, ACTOR, request->id, "failed with %u: %s", status, message);
 }
 
 
 //  --- Workers ----------------------------------------------------------------------------
 
 static worker_t *
-s_worker_new (zframe_t *routing_id, const proto_msg_t *hello)
+s_worker_new (zframe_t *routing_id, const proto_msg_t *hello, bool prefix_caching)
 {
     worker_t *self = (worker_t *) calloc (1, sizeof (worker_t));
     if (!self)
         return NULL;
     self->routing_id = zframe_dup (routing_id);
     self->device = strdup (hello->text ? hello->text : "?");
-    self->n_slots = hello->n_slots;
     self->n_ctx = hello->n_ctx;
-    self->slots = (request_t **) calloc (hello->n_slots, sizeof (request_t *));
-    self->step_request_ids = (uint64_t *) calloc (hello->n_slots, sizeof (uint64_t));
+    self->blocks = block_manager_new (hello->n_blocks, hello->block_size, prefix_caching);
+    self->running = zlistx_new ();
+    self->by_id = proto_id_table_new (NULL);
     self->last_heard = zclock_mono ();
-    if (!self->routing_id || !self->device || !self->slots || !self->step_request_ids) {
+    if (!self->routing_id || !self->device || !self->blocks || !self->running
+    ||  !self->by_id) {
         zframe_destroy (&self->routing_id);
         free (self->device);
-        free (self->slots);
-        free (self->step_request_ids);
+        block_manager_destroy (&self->blocks);
+        zlistx_destroy (&self->running);
+        zhashx_destroy (&self->by_id);
         free (self);
         return NULL;
     }
@@ -200,8 +276,11 @@ s_worker_destroy (worker_t **self_p)
         return;
     zframe_destroy (&self->routing_id);
     free (self->device);
-    free (self->slots);
-    free (self->step_request_ids);
+    block_manager_destroy (&self->blocks);
+    zlistx_destroy (&self->running);
+    zhashx_destroy (&self->by_id);
+    free (self->plan);
+    free (self->frees);
     free (self);
     *self_p = NULL;
 }
@@ -218,34 +297,183 @@ s_find_worker (scheduler_t *self, zframe_t *routing_id)
     return NULL;
 }
 
+static int
+s_compare_ids (const void *a, const void *b)
+{
+    uint64_t id_a = *(const uint64_t *) a, id_b = *(const uint64_t *) b;
+    return id_a < id_b? -1: id_a > id_b? 1: 0;
+}
+
+//  Requests running (a request with n sequences counts once), for STATUS.
 static uint32_t
 s_running_count (scheduler_t *self)
 {
-    uint32_t running = 0;
+    size_t n_sequences = 0;
     worker_t *worker = (worker_t *) zlistx_first (self->workers);
     while (worker) {
-        for (uint32_t slot = 0; slot < worker->n_slots; slot++)
-            if (worker->slots [slot])
-                running++;
+        n_sequences += zlistx_size (worker->running);
         worker = (worker_t *) zlistx_next (self->workers);
     }
+    if (n_sequences == 0)
+        return 0;
+    uint64_t *ids = (uint64_t *) malloc (n_sequences * sizeof (uint64_t));
+    if (!ids)
+        return (uint32_t) n_sequences;      //  an upper bound will do
+    size_t n_ids = 0;
+    worker = (worker_t *) zlistx_first (self->workers);
+    while (worker) {
+        request_t *request = (request_t *) zlistx_first (worker->running);
+        while (request) {
+            ids [n_ids++] = request->id;
+            request = (request_t *) zlistx_next (worker->running);
+        }
+        worker = (worker_t *) zlistx_next (self->workers);
+    }
+    qsort (ids, n_ids, sizeof (uint64_t), s_compare_ids);
+    uint32_t running = 0;
+    for (size_t i = 0; i < n_ids; i++)
+        if (i == 0 || ids [i] != ids [i - 1])
+            running++;
+    free (ids);
     return running;
+}
+
+//  Remember that the worker must forget a sequence (with its next step).
+static int
+s_worker_forget (worker_t *worker, uint64_t seq_id)
+{
+    if (worker->n_frees == worker->frees_capacity) {
+        uint32_t capacity = worker->frees_capacity? 2 * worker->frees_capacity: 16;
+        uint64_t *frees = (uint64_t *) realloc (worker->frees, capacity * sizeof (uint64_t));
+        if (!frees)
+            return -1;
+        worker->frees = frees;
+        worker->frees_capacity = capacity;
+    }
+    worker->frees [worker->n_frees++] = seq_id;
+    return 0;
+}
+
+//  Take a running request off its worker: its blocks are freed and, when the worker
+//  holds its sampling state, the worker is told to forget it.
+static void
+s_release (request_t *request)
+{
+    worker_t *worker = request->worker;
+    if (!worker)
+        return;
+    block_manager_free (worker->blocks, &request->table);
+    if (request->started)
+        s_worker_forget (worker, request->seq_id);
+    zhashx_delete (worker->by_id, &request->seq_id);
+    void *handle = zlistx_find (worker->running, request);
+    if (handle)
+        zlistx_delete (worker->running, handle);
+    request->worker = NULL;
+    request->started = false;
+    request->n_computed = 0;
+}
+
+//  Take every sequence of a request away (or, when one_index is set, only sequence
+//  `index`), wherever it is: waiting, running on a worker (its blocks are freed). A
+//  sequence whose forks have not started takes them along. Returns how many went.
+static uint32_t
+s_remove_sequences (scheduler_t *self, uint64_t request_id, bool one_index, uint32_t index)
+{
+    uint32_t removed = 0;
+    request_t *request = (request_t *) zlistx_first (self->waiting);
+    while (request) {
+        if (request->id == request_id && (!one_index || request->index == index)) {
+            zlistx_delete (self->waiting, zlistx_cursor (self->waiting));
+            s_request_destroy (&request);
+            removed++;
+            request = (request_t *) zlistx_first (self->waiting);
+        }
+        else
+            request = (request_t *) zlistx_next (self->waiting);
+    }
+    worker_t *worker = (worker_t *) zlistx_first (self->workers);
+    while (worker) {
+        request = (request_t *) zlistx_first (worker->running);
+        while (request) {
+            if (request->id == request_id && (!one_index || request->index == index)) {
+                //  Its blocks are free at once: a step in flight may still write them,
+                //  but they go to another sequence only in a later step, after this
+                //  one. A token that step returns for it is dropped (its id is gone).
+                s_release (request);
+                s_request_destroy (&request);
+                removed++;
+                request = (request_t *) zlistx_first (worker->running);
+            }
+            else
+                request = (request_t *) zlistx_next (worker->running);
+        }
+        worker = (worker_t *) zlistx_next (self->workers);
+    }
+    if (removed)
+        self->status_changed = true;
+    return removed;
+}
+
+static uint32_t
+s_remove_request (scheduler_t *self, uint64_t request_id)
+{
+    return s_remove_sequences (self, request_id, false, 0);
+}
+
+//  One sequence failed: the whole request does (one ERROR), its other sequences go.
+static void
+s_fail_request (scheduler_t *self, request_t *request, uint32_t status, const char *message)
+{
+    s_send_error (self, request, status, message);
+    s_remove_request (self, request->id);
 }
 
 static void
 s_fail_waiting (scheduler_t *self, uint32_t status, const char *message)
 {
-    request_t *request = (request_t *) zlistx_first (self->waiting);
-    while (request) {
-        s_send_error (self, request->id, request->reply_to, status, message);
-        s_request_destroy (&request);
-        request = (request_t *) zlistx_next (self->waiting);
-    }
-    zlistx_purge (self->waiting);
+    request_t *request;
+    while ((request = (request_t *) zlistx_first (self->waiting)))
+        s_fail_request (self, request, status, message);
 }
 
-//  Forget a worker: its running requests fail with 503, and when it was the last
-//  worker, so do the waiting ones.
+//  The longest context of the workers we have (0: none).
+static uint32_t
+s_largest_ctx (scheduler_t *self)
+{
+    uint32_t largest_ctx = 0;
+    worker_t *worker = (worker_t *) zlistx_first (self->workers);
+    while (worker) {
+        if (worker->n_ctx > largest_ctx)
+            largest_ctx = worker->n_ctx;
+        worker = (worker_t *) zlistx_next (self->workers);
+    }
+    return largest_ctx;
+}
+
+//  Fail the waiting requests that are longer than the context of every worker left
+//  (they waited for one that is gone); otherwise they would block the queue forever.
+static void
+s_fail_waiting_too_long (scheduler_t *self)
+{
+    uint32_t largest_ctx = s_largest_ctx (self);
+    request_t *request = (request_t *) zlistx_first (self->waiting);
+    while (request) {
+        if (request->n_tokens <= largest_ctx) {
+            request = (request_t *) zlistx_next (self->waiting);
+            continue;
+        }
+        char message [256];
+        snprintf (message, sizeof message, "no worker left can hold this request's %u "
+                  "tokens (the longest context is %u)", request->n_tokens, largest_ctx);
+        s_fail_request (self, request, 503, message);
+        request = (request_t *) zlistx_first (self->waiting);
+    }
+}
+
+//  Forget a worker. Its running requests that have not produced a token yet go back to
+//  the head of the queue, to run on another worker; the others fail with 503. When it
+//  was the last worker, the waiting requests fail too.
 static void
 s_drop_worker (scheduler_t *self, worker_t *worker, const char *why)
 {
@@ -255,12 +483,17 @@ s_drop_worker (scheduler_t *self, worker_t *worker, const char *why)
     char message [256];
     snprintf (message, sizeof message, "the worker running this request (%s) %s",
               worker->device, why);
-    for (uint32_t slot = 0; slot < worker->n_slots; slot++) {
-        if (worker->slots [slot]) {
-            s_send_error (self, worker->slots [slot]->id, worker->slots [slot]->reply_to,
-                          503, message);
-            s_request_destroy (&worker->slots [slot]);
+    //  Newest first, so that requeued requests keep their order at the head.
+    request_t *request;
+    while ((request = (request_t *) zlistx_last (worker->running))) {
+        if (request->n_tokens == request->n_prompt) {
+            s_release (request);        //  takes it off the running list
+            zlistx_add_start (self->waiting, request);
+            zlog (ZLOG_INFO, ACTOR, request->id, "back in the queue: its worker %s %s",
+                  worker->device, why);
         }
+        else
+            s_fail_request (self, request, 503, message);
     }
     void *handle = zlistx_find (self->workers, worker);
     if (handle)
@@ -268,6 +501,8 @@ s_drop_worker (scheduler_t *self, worker_t *worker, const char *why)
     s_worker_destroy (&worker);
     if (zlistx_size (self->workers) == 0)
         s_fail_waiting (self, 503, "no worker is available to run this request");
+    else
+        s_fail_waiting_too_long (self);
     self->status_changed = true;
 }
 
@@ -290,13 +525,7 @@ s_send_to_worker (scheduler_t *self, worker_t *worker, const proto_msg_t *msg)
 static const char *
 s_check_fits (scheduler_t *self, const request_t *request, char *message, size_t size)
 {
-    uint32_t largest_ctx = 0;
-    worker_t *worker = (worker_t *) zlistx_first (self->workers);
-    while (worker) {
-        if (worker->n_ctx > largest_ctx)
-            largest_ctx = worker->n_ctx;
-        worker = (worker_t *) zlistx_next (self->workers);
-    }
+    uint32_t largest_ctx = s_largest_ctx (self);
     if (request->n_prompt == 0) {
         snprintf (message, size, "the prompt is empty (no tokens)");
         return message;
@@ -309,78 +538,255 @@ s_check_fits (scheduler_t *self, const request_t *request, char *message, size_t
     return NULL;
 }
 
-//  Place waiting requests in free slots, first come first served.
+//  A step being built for one worker: the sequences, the copies, and their sizes.
+typedef struct {
+    proto_step_seq_t *seqs;
+    uint32_t n_seqs;
+    uint32_t seqs_capacity;
+    block_copy_t *copies;
+    uint32_t n_copies;
+    uint32_t copies_capacity;
+    uint32_t budget;                //  tokens left in this step
+} step_builder_t;
+
 static void
-s_place_waiting (scheduler_t *self)
+s_builder_reset (step_builder_t *builder)
+{
+    free (builder->seqs);
+    free (builder->copies);
+    memset (builder, 0, sizeof *builder);
+}
+
+//  Room for one more sequence and for `copies` more copies. Returns 0 or -1.
+static int
+s_builder_reserve (step_builder_t *builder, uint32_t copies)
+{
+    if (builder->n_seqs == builder->seqs_capacity) {
+        uint32_t capacity = builder->seqs_capacity? 2 * builder->seqs_capacity: 16;
+        proto_step_seq_t *seqs = (proto_step_seq_t *) realloc (
+            builder->seqs, capacity * sizeof (proto_step_seq_t));
+        if (!seqs)
+            return -1;
+        builder->seqs = seqs;
+        builder->seqs_capacity = capacity;
+    }
+    if (builder->n_copies + copies > builder->copies_capacity) {
+        uint32_t capacity = builder->copies_capacity * 2 + copies + 16;
+        block_copy_t *more = (block_copy_t *) realloc (builder->copies,
+                                                       capacity * sizeof (block_copy_t));
+        if (!more)
+            return -1;
+        builder->copies = more;
+        builder->copies_capacity = capacity;
+    }
+    return 0;
+}
+
+//  Give the request the blocks for its next n tokens and add it to the step (the step
+//  borrows the request's arrays). Returns 0, or -1 when the blocks are not free.
+static int
+s_plan_sequence (step_builder_t *builder, worker_t *worker, request_t *request,
+                 uint32_t n)
+{
+    uint32_t first_write = request->n_computed;
+    uint32_t end = request->n_computed + n;
+    uint32_t needed = block_manager_blocks_needed (worker->blocks, &request->table,
+                                                   first_write, end);
+    if (s_builder_reserve (builder, needed) != 0
+    ||  block_manager_grow (worker->blocks, &request->table, first_write, end,
+                            builder->copies, &builder->n_copies) != 0)
+        return -1;
+    proto_step_seq_t *seq = &builder->seqs [builder->n_seqs++];
+    memset (seq, 0, sizeof *seq);
+    seq->seq_id = request->seq_id;
+    seq->pos = request->n_computed;
+    seq->tokens = request->tokens + request->n_computed;
+    seq->n_tokens = n;
+    seq->blocks = request->table.blocks;
+    seq->n_blocks = request->table.n_blocks;
+    seq->n_prompt = request->n_prompt;
+    seq->sample = end == request->n_tokens;
+    if (!request->started) {
+        seq->first = true;
+        seq->sampling = request->sampling;
+        if (request->sampling.min_tokens > 0) {
+            seq->masked_tokens = request->stop_tokens;
+            seq->n_masked = request->n_stop_tokens;
+        }
+    }
+    builder->budget -= n;
+    return 0;
+}
+
+//  Put a running request back at the head of the queue, its blocks freed (preemption
+//  by recompute).
+static void
+s_preempt (scheduler_t *self, request_t *request)
+{
+    zlog (ZLOG_INFO, ACTOR, request->id, "preempted on %s (no free KV blocks): %u tokens "
+          "to recompute later", request->worker->device, request->n_tokens);
+    s_release (request);
+    request->n_preempted++;
+    self->preemptions++;
+    zlistx_add_start (self->waiting, request);
+    self->status_changed = true;
+}
+
+//  Running requests, oldest first: each gets its next token, or its next prefill chunk,
+//  within the budget. When blocks run out, the newest running request that is not yet
+//  in this step is preempted (possibly the one asking).
+static void
+s_plan_running (scheduler_t *self, worker_t *worker, step_builder_t *builder)
+{
+    request_t *request = (request_t *) zlistx_first (worker->running);
+    while (request && builder->budget > 0) {
+        uint32_t n = request->n_tokens - request->n_computed;
+        if (n > builder->budget)
+            n = builder->budget;
+        if (s_plan_sequence (builder, worker, request, n) == 0) {
+            request = (request_t *) zlistx_next (worker->running);
+            continue;
+        }
+        //  Out of blocks: preempt the newest. The cursor is on request; preempting
+        //  another request moves it, so find request again.
+        request_t *newest = (request_t *) zlistx_last (worker->running);
+        s_preempt (self, newest);
+        if (newest == request) {
+            //  It was the newest itself: nothing after it to plan.
+            break;
+        }
+        if (!zlistx_find (worker->running, request))
+            break;
+    }
+}
+
+//  Waiting requests, first come first served, while there is budget, a sequence to
+//  spare and free blocks for the whole (remaining) prompt.
+static void
+s_admit_waiting (scheduler_t *self, worker_t *worker, step_builder_t *builder)
 {
     request_t *request = (request_t *) zlistx_first (self->waiting);
-    while (request) {
-        bool placed = false;
-        worker_t *worker = (worker_t *) zlistx_first (self->workers);
-        while (worker && !placed) {
-            //  A slot freed while a step is in flight is taken at the next step.
-            if (worker->step_in_flight == 0 && request->n_prompt <= worker->n_ctx) {
-                for (uint32_t slot = 0; slot < worker->n_slots && !placed; slot++) {
-                    if (!worker->slots [slot]) {
-                        worker->slots [slot] = request;
-                        request->n_computed = 0;
-                        placed = true;
-                        zlog (ZLOG_DEBUG, ACTOR, request->id, "runs on %s slot %u",
-                              worker->device, slot);
-                    }
-                }
-            }
-            worker = (worker_t *) zlistx_next (self->workers);
-        }
-        if (!placed)
+    while (request && builder->budget > 0
+       &&  zlistx_size (worker->running) < self->max_num_seqs) {
+        if (request->n_tokens > worker->n_ctx)
+            break;                  //  it waits for a worker with a longer context
+        //  The prompt's leading blocks may be cached: at least one token is computed,
+        //  for the logits.
+        request->n_computed = block_manager_match_prefix (
+            worker->blocks, &request->table, request->tokens, request->n_tokens,
+            request->n_tokens - 1);
+        uint32_t remaining = request->n_tokens - request->n_computed;
+        uint32_t needed = block_manager_blocks_needed (
+            worker->blocks, &request->table, request->n_computed, request->n_tokens);
+        uint32_t n = remaining < builder->budget? remaining: builder->budget;
+        if (needed > block_manager_n_free (worker->blocks)) {
+            block_manager_free (worker->blocks, &request->table);
+            request->n_computed = 0;
             break;                  //  first come, first served: nobody overtakes it
+        }
+        request->worker = worker;
+        if (s_plan_sequence (builder, worker, request, n) != 0) {
+            block_manager_free (worker->blocks, &request->table);
+            request->worker = NULL;
+            request->n_computed = 0;
+            break;
+        }
+        //  Counted once, when admitted (not each time the head waits for blocks).
+        block_manager_count_prefix_query (worker->blocks, request->n_tokens,
+                                          request->n_computed);
         zlistx_delete (self->waiting, zlistx_cursor (self->waiting));
+        zlistx_add_end (worker->running, request);
+        zhashx_insert (worker->by_id, &request->seq_id, request);
         self->status_changed = true;
+        zlog (ZLOG_DEBUG, ACTOR, request->id, "runs on %s: %u of %u prompt tokens cached",
+              worker->device, request->n_computed, request->n_tokens);
         request = (request_t *) zlistx_first (self->waiting);
     }
 }
 
-//  Give every idle worker with running requests its next step.
+//  Build and send the next step of an idle worker. Returns -1 when sending dropped
+//  the worker.
+static int
+s_step_worker (scheduler_t *self, worker_t *worker)
+{
+    step_builder_t builder = { 0 };
+    builder.budget = self->max_num_batched_tokens;
+    s_plan_running (self, worker, &builder);
+    s_admit_waiting (self, worker, &builder);
+    if (builder.n_seqs == 0 && worker->n_frees == 0) {
+        s_builder_reset (&builder);
+        return 0;
+    }
+    //  Remember the plan, to apply the result.
+    if (builder.n_seqs > worker->plan_capacity) {
+        planned_seq_t *plan = (planned_seq_t *) realloc (
+            worker->plan, builder.n_seqs * sizeof (planned_seq_t));
+        if (!plan) {
+            s_builder_reset (&builder);
+            return 0;               //  tried again at the next turn
+        }
+        worker->plan = plan;
+        worker->plan_capacity = builder.n_seqs;
+    }
+    for (uint32_t i = 0; i < builder.n_seqs; i++) {
+        worker->plan [i].seq_id = builder.seqs [i].seq_id;
+        worker->plan [i].n_tokens = builder.seqs [i].n_tokens;
+        worker->plan [i].sample = builder.seqs [i].sample;
+        request_t *request = (request_t *) zhashx_lookup (worker->by_id,
+                                                          &builder.seqs [i].seq_id);
+        if (request)
+            request->started = true;
+    }
+    worker->n_plan = builder.n_seqs;
+
+    proto_msg_t step = PROTO_MSG_INIT;
+    step.kind = PROTO_STEP;
+    step.step_id = ++self->next_step_id;
+    step.seqs = builder.seqs;
+    step.n_seqs = builder.n_seqs;
+    //  block_copy_t is two uint32_t, {src, dst}: the array is the wire's pairs.
+    step.copies = (uint32_t *) builder.copies;
+    step.n_copies = builder.n_copies;
+    step.frees = worker->frees;
+    step.n_frees = worker->n_frees;
+    //  Everything is borrowed: the step is not reset, only sent.
+    int rc = s_send_to_worker (self, worker, &step);
+    if (rc == 0) {
+        worker->step_in_flight = step.step_id;
+        worker->n_frees = 0;
+    }
+    s_builder_reset (&builder);
+    return rc;
+}
+
+//  Give every idle worker its next step, the least loaded first, so that waiting
+//  requests go where the fewest run.
 static void
 s_schedule (scheduler_t *self)
 {
-    s_place_waiting (self);
+    size_t n_workers = zlistx_size (self->workers);
+    if (n_workers == 0)
+        return;
+    worker_t *idle [n_workers];
+    size_t n_idle = 0;
     worker_t *worker = (worker_t *) zlistx_first (self->workers);
     while (worker) {
-        worker_t *next = (worker_t *) zlistx_next (self->workers);
         if (worker->step_in_flight == 0) {
-            proto_step_seq_t seqs [worker->n_slots];
-            uint32_t n_seqs = 0;
-            for (uint32_t slot = 0; slot < worker->n_slots; slot++) {
-                request_t *request = worker->slots [slot];
-                worker->step_request_ids [slot] = request ? request->id : 0;
-                if (!request)
-                    continue;
-                proto_step_seq_t *seq = &seqs [n_seqs++];
-                seq->slot = slot;
-                seq->pos = request->n_computed;
-                seq->tokens = request->tokens + request->n_computed;
-                seq->n_tokens = request->n_tokens - request->n_computed;
-                seq->temperature = request->temperature;
-                seq->seed = request->seed;
+            //  Insertion sort by running count: a handful of workers.
+            size_t at = n_idle++;
+            while (at > 0 && zlistx_size (idle [at - 1]->running)
+                             > zlistx_size (worker->running)) {
+                idle [at] = idle [at - 1];
+                at--;
             }
-            if (n_seqs > 0) {
-                proto_msg_t step = PROTO_MSG_INIT;
-                step.kind = PROTO_STEP;
-                step.step_id = ++self->next_step_id;
-                step.seqs = seqs;
-                step.n_seqs = n_seqs;
-                //  The seqs borrow the requests' arrays: not reset, only sent.
-                if (s_send_to_worker (self, worker, &step) == 0)
-                    worker->step_in_flight = step.step_id;
-            }
+            idle [at] = worker;
         }
-        //  s_send_to_worker may have dropped the worker: resume from the saved next.
-        if (next && zlistx_find (self->workers, next))
-            worker = next;
-        else
-            break;
+        worker = (worker_t *) zlistx_next (self->workers);
     }
+    for (size_t i = 0; i < n_idle; i++)
+        //  A worker dropped while sending is gone from the list; the others are not.
+        if (zlistx_find (self->workers, idle [i]))
+            s_step_worker (self, idle [i]);
 }
 
 
@@ -389,55 +795,123 @@ s_schedule (scheduler_t *self)
 static void
 s_handle_submit (scheduler_t *self, proto_msg_t *msg, zframe_t *reply_to)
 {
-    if (zlistx_size (self->workers) == 0) {
-        s_send_error (self, msg->request_id, reply_to, 503,
-                      "no worker is available to run this request");
+    if (msg->request_id > PROTO_MAX_REQUEST_ID || msg->request_id == 0) {
+        zlog (ZLOG_WARN, ACTOR, msg->request_id, "SUBMIT with an invalid request id; "
+              "ignored");
         return;
     }
-    request_t *request = s_request_new (msg, reply_to);
+    //  Sequence 0 runs under the request's own id; the others under ids with the top bit
+    //  set, which no request has.
+    uint32_t n = msg->n > 1? msg->n: 1;
+    request_t *request = s_request_new (msg, reply_to, 0, msg->request_id);
+    if (request && n > 1) {
+        request->forks = (request_t **) calloc (n - 1, sizeof (request_t *));
+        for (uint32_t i = 1; request->forks && i < n; i++) {
+            uint64_t fork_id = (PROTO_MAX_REQUEST_ID + 1) | self->next_fork_id++;
+            request->forks [i - 1] = s_request_new (msg, reply_to, i, fork_id);
+            if (!request->forks [i - 1])
+                break;
+            request->n_forks = i;
+        }
+        if (request->n_forks != n - 1)
+            s_request_destroy (&request);
+    }
     if (!request) {
-        s_send_error (self, msg->request_id, reply_to, 500, "out of memory");
+        proto_msg_t error = PROTO_MSG_INIT;
+        error.kind = PROTO_ERROR;
+        error.request_id = msg->request_id;
+        error.status = 500;
+        error.text = (char *) "out of memory";
+        s_send_to_tokenizer (self, &error, reply_to);
+        return;
+    }
+    if (zlistx_size (self->workers) == 0) {
+        s_send_error (self, request, 503, "no worker is available to run this request");
+        s_request_destroy (&request);
         return;
     }
     char message [256];
     if (s_check_fits (self, request, message, sizeof message)) {
-        s_send_error (self, request->id, reply_to, 400, message);
+        s_send_error (self, request, 400, message);
         s_request_destroy (&request);
         return;
     }
     zlistx_add_end (self->waiting, request);
     self->status_changed = true;
-    zlog (ZLOG_DEBUG, ACTOR, request->id, "queued: %u prompt tokens, max_tokens %u",
-          request->n_prompt, request->max_tokens);
+    zlog (ZLOG_DEBUG, ACTOR, request->id, "queued: %u prompt tokens, max_tokens %u, %u "
+          "sequence%s", request->n_prompt, request->max_tokens, n, n > 1? "s": "");
 }
 
 static void
-s_handle_cancel (scheduler_t *self, uint64_t request_id)
+s_handle_cancel (scheduler_t *self, const proto_msg_t *cancel)
 {
-    request_t *request = (request_t *) zlistx_first (self->waiting);
-    while (request) {
-        if (request->id == request_id) {
-            zlistx_delete (self->waiting, zlistx_cursor (self->waiting));
-            s_request_destroy (&request);
-            self->status_changed = true;
-            zlog (ZLOG_INFO, ACTOR, request_id, "cancelled while waiting");
-            return;
-        }
-        request = (request_t *) zlistx_next (self->waiting);
+    if (s_remove_sequences (self, cancel->request_id, cancel->only_index, cancel->index)) {
+        if (cancel->only_index)
+            zlog (ZLOG_INFO, ACTOR, cancel->request_id, "sequence %u cancelled",
+                  cancel->index);
+        else
+            zlog (ZLOG_INFO, ACTOR, cancel->request_id, "cancelled");
     }
-    worker_t *worker = (worker_t *) zlistx_first (self->workers);
-    while (worker) {
-        for (uint32_t slot = 0; slot < worker->n_slots; slot++) {
-            if (worker->slots [slot] && worker->slots [slot]->id == request_id) {
-                //  A step in flight may still return a token for this slot: it is
-                //  recognised by step_request_ids and dropped.
-                s_request_destroy (&worker->slots [slot]);
-                self->status_changed = true;
-                zlog (ZLOG_INFO, ACTOR, request_id, "cancelled while running");
-                return;
-            }
-        }
-        worker = (worker_t *) zlistx_next (self->workers);
+}
+
+//  The prompt of sequence 0 is computed: its forks start from its blocks (shared, copied
+//  when written), each computing the prompt's last token again for its own logits.
+//  Returns 0, or -1 when out of memory.
+static int
+s_start_forks (scheduler_t *self, worker_t *worker, request_t *parent)
+{
+    for (uint32_t i = 0; i < parent->n_forks; i++) {
+        request_t *fork = parent->forks [i];
+        if (block_manager_fork (worker->blocks, &parent->table, &fork->table) != 0)
+            return -1;
+        fork->n_computed = fork->n_prompt - 1;
+        fork->worker = worker;
+        parent->forks [i] = NULL;
+        zlistx_add_end (worker->running, fork);
+        zhashx_insert (worker->by_id, &fork->seq_id, fork);
+    }
+    free (parent->forks);
+    parent->forks = NULL;
+    parent->n_forks = 0;
+    self->status_changed = true;
+    return 0;
+}
+
+//  A sampled token for a running request: append it, tell the tokenizer, end the
+//  request when it is finished.
+static void
+s_handle_token (scheduler_t *self, worker_t *worker, request_t *request, uint32_t token)
+{
+    if ((request->n_forks > 0 && s_start_forks (self, worker, request) != 0)
+    ||  s_request_append (request, token) != 0) {
+        s_fail_request (self, request, 500, "out of memory");
+        return;
+    }
+    uint32_t generated = request->n_tokens - request->n_prompt;
+    proto_finish_t finish = PROTO_FINISH_NONE;
+    if (s_request_is_stop_token (request, token))
+        finish = PROTO_FINISH_STOP;
+    else
+    if ((request->max_tokens && generated >= request->max_tokens)
+    ||  request->n_tokens >= worker->n_ctx)
+        finish = PROTO_FINISH_LENGTH;
+
+    proto_msg_t tokens = PROTO_MSG_INIT;
+    tokens.kind = PROTO_TOKENS;
+    tokens.request_id = request->id;
+    tokens.index = request->index;
+    tokens.tokens = &request->tokens [request->n_tokens - 1];
+    tokens.n_tokens = 1;
+    tokens.finish = finish;
+    tokens.prompt_tokens = request->n_prompt;
+    s_send_to_tokenizer (self, &tokens, request->reply_to);
+    if (finish != PROTO_FINISH_NONE) {
+        zlog (ZLOG_INFO, ACTOR, request->id, "finished (%s): %u prompt + %u generated "
+              "tokens%s", proto_finish_name (finish), request->n_prompt, generated,
+              request->n_preempted? " (preempted before)": "");
+        s_release (request);
+        s_request_destroy (&request);
+        self->status_changed = true;
     }
 }
 
@@ -450,57 +924,60 @@ s_handle_step_result (scheduler_t *self, worker_t *worker, proto_msg_t *msg)
         return;
     }
     worker->step_in_flight = 0;
-    if (msg->text && msg->text [0]) {
+    //  One output per sampling sequence, in the plan's order; anything else is a
+    //  broken result, and fails the step like an error.
+    bool outs_match = true;
+    uint32_t n_sampled = 0;
+    for (uint32_t i = 0; i < worker->n_plan && outs_match; i++)
+        if (worker->plan [i].sample) {
+            outs_match = n_sampled < msg->n_outs
+                      && msg->outs [n_sampled].seq_id == worker->plan [i].seq_id;
+            n_sampled++;
+        }
+    outs_match = outs_match && n_sampled == msg->n_outs;
+    if ((msg->text && msg->text [0]) || !outs_match) {
         //  The whole step failed: its requests cannot go on.
         char message [512];
-        snprintf (message, sizeof message, "the worker failed: %s", msg->text);
-        for (uint32_t slot = 0; slot < worker->n_slots; slot++) {
-            request_t *request = worker->slots [slot];
-            if (request && request->id == worker->step_request_ids [slot]) {
-                s_send_error (self, request->id, request->reply_to, 500, message);
-                s_request_destroy (&worker->slots [slot]);
-            }
+        snprintf (message, sizeof message, "the worker failed: %s",
+                  msg->text && msg->text [0]? msg->text
+                                            : "its outputs do not match its step");
+        for (uint32_t i = 0; i < worker->n_plan; i++) {
+            request_t *request = (request_t *) zhashx_lookup (worker->by_id,
+                                                              &worker->plan [i].seq_id);
+            if (request)
+                s_fail_request (self, request, 500, message);
         }
+        worker->n_plan = 0;
         self->status_changed = true;
         return;
     }
-    for (uint32_t i = 0; i < msg->n_outs; i++) {
-        const proto_step_out_t *out = &msg->outs [i];
-        if (out->slot >= worker->n_slots)
-            continue;
-        request_t *request = worker->slots [out->slot];
-        if (!request || request->id != worker->step_request_ids [out->slot])
+    //  First what was computed (blocks may now be shared as cached prefixes), then
+    //  the sampled tokens, in the order of the plan.
+    for (uint32_t i = 0; i < worker->n_plan; i++) {
+        request_t *request = (request_t *) zhashx_lookup (worker->by_id,
+                                                          &worker->plan [i].seq_id);
+        if (!request)
             continue;               //  cancelled while the step ran
-        request->n_computed = request->n_tokens;
-        proto_finish_t finish = PROTO_FINISH_NONE;
-        if (s_request_append (request, out->token) != 0) {
-            s_send_error (self, request->id, request->reply_to, 500, "out of memory");
-            s_request_destroy (&worker->slots [out->slot]);
-            continue;
-        }
-        uint32_t generated = request->n_tokens - request->n_prompt;
-        if (s_request_is_stop_token (request, out->token))
-            finish = PROTO_FINISH_STOP;
-        else
-        if ((request->max_tokens && generated >= request->max_tokens)
-        ||  request->n_tokens >= worker->n_ctx)
-            finish = PROTO_FINISH_LENGTH;
-
-        proto_msg_t tokens = PROTO_MSG_INIT;
-        tokens.kind = PROTO_TOKENS;
-        tokens.request_id = request->id;
-        tokens.tokens = &request->tokens [request->n_tokens - 1];
-        tokens.n_tokens = 1;
-        tokens.finish = finish;
-        tokens.prompt_tokens = request->n_prompt;
-        s_send_to_tokenizer (self, &tokens, request->reply_to);
-        if (finish != PROTO_FINISH_NONE) {
-            zlog (ZLOG_INFO, ACTOR, request->id, "finished (%s): %u prompt + %u generated "
-                  "tokens", proto_finish_name (finish), request->n_prompt, generated);
-            s_request_destroy (&worker->slots [out->slot]);
-            self->status_changed = true;
-        }
+        request->n_computed += worker->plan [i].n_tokens;
+        block_manager_commit (worker->blocks, &request->table, request->tokens,
+                              request->n_computed);
     }
+    uint32_t out = 0;
+    for (uint32_t i = 0; i < worker->n_plan; i++) {
+        if (!worker->plan [i].sample)
+            continue;
+        if (out >= msg->n_outs || msg->outs [out].seq_id != worker->plan [i].seq_id) {
+            zlog (ZLOG_WARN, ACTOR, 0, "worker %s: step %" PRIu64 " returned outputs that "
+                  "do not match its sequences", worker->device, msg->step_id);
+            break;
+        }
+        request_t *request = (request_t *) zhashx_lookup (worker->by_id,
+                                                          &worker->plan [i].seq_id);
+        if (request)
+            s_handle_token (self, worker, request, msg->outs [out].token);
+        out++;
+    }
+    worker->n_plan = 0;
 }
 
 static void
@@ -516,9 +993,10 @@ s_handle_hello (scheduler_t *self, zframe_t *routing_id, proto_msg_t *msg)
                   "%016" PRIx64 ", expected %016" PRIx64 ")",
                   msg->fingerprint, self->args->model_fingerprint);
     else
-    if (msg->n_slots == 0 || msg->n_slots > PROTO_MAX_STEP_SEQS || msg->n_ctx == 0)
-        snprintf (reason, sizeof reason, "%u slots of %u tokens is not a usable worker",
-                  msg->n_slots, msg->n_ctx);
+    if (msg->n_blocks == 0 || msg->block_size == 0 || msg->n_ctx == 0
+    ||  (uint64_t) msg->n_blocks * msg->block_size < msg->n_ctx)
+        snprintf (reason, sizeof reason, "%u KV blocks of %u tokens cannot hold a "
+                  "sequence of %u tokens", msg->n_blocks, msg->block_size, msg->n_ctx);
 
     proto_msg_t reply = PROTO_MSG_INIT;
     if (reason [0]) {
@@ -529,19 +1007,24 @@ s_handle_hello (scheduler_t *self, zframe_t *routing_id, proto_msg_t *msg)
         proto_msg_reset (&reply);
         return;
     }
-    //  A worker that says HELLO again has restarted: what it ran is lost.
+    //  A worker that says HELLO again has restarted: what it ran is lost. The new
+    //  one is listed before the old one is dropped, so that the requests the old one
+    //  had not started go back to the queue for it instead of failing for want of a
+    //  worker.
     worker_t *old = s_find_worker (self, routing_id);
+    worker_t *worker = s_worker_new (routing_id, msg, !self->args->no_prefix_caching);
+    if (worker)
+        zlistx_add_end (self->workers, worker);
     if (old)
         s_drop_worker (self, old, "restarted");
-    worker_t *worker = s_worker_new (routing_id, msg);
     if (!worker)
         return;
-    zlistx_add_end (self->workers, worker);
     self->status_changed = true;
     reply.kind = PROTO_WELCOME;
     if (s_send_to_worker (self, worker, &reply) == 0)
-        zlog (ZLOG_INFO, ACTOR, 0, "worker %s joined: %u slots of %u tokens",
-              worker->device, worker->n_slots, worker->n_ctx);
+        zlog (ZLOG_INFO, ACTOR, 0, "worker %s joined: KV cache %u blocks = %" PRIu64
+              " tokens, context %u", worker->device, msg->n_blocks,
+              (uint64_t) msg->n_blocks * msg->block_size, worker->n_ctx);
 }
 
 static void
@@ -559,7 +1042,7 @@ s_read_inbox (scheduler_t *self)
         s_handle_submit (self, &msg, routing_id);
     else
     if (msg.kind == PROTO_CANCEL)
-        s_handle_cancel (self, msg.request_id);
+        s_handle_cancel (self, &msg);
     else
         zlog (ZLOG_WARN, ACTOR, msg.request_id, "unexpected %s from the tokenizer side",
               proto_kind_name (msg.kind));
@@ -613,6 +1096,28 @@ s_read_pipe (scheduler_t *self)
     zstr_free (&command);
 }
 
+static void
+s_publish_status (scheduler_t *self)
+{
+    proto_msg_t status = PROTO_MSG_INIT;
+    status.kind = PROTO_STATUS;
+    status.workers = (uint32_t) zlistx_size (self->workers);
+    status.running = s_running_count (self);
+    status.waiting = (uint32_t) zlistx_size (self->waiting);
+    status.preemptions = self->preemptions;
+    worker_t *worker = (worker_t *) zlistx_first (self->workers);
+    while (worker) {
+        uint64_t queries, hits;
+        block_manager_prefix_stats (worker->blocks, &queries, &hits);
+        status.prefix_queries += queries;
+        status.prefix_hits += hits;
+        status.kv_blocks_used += block_manager_n_used (worker->blocks);
+        status.kv_blocks_total += block_manager_n_blocks (worker->blocks);
+        worker = (worker_t *) zlistx_next (self->workers);
+    }
+    proto_send (&status, self->status_pub);
+}
+
 //  Heartbeats out, silent workers dropped, STATUS published.
 static void
 s_on_clock (scheduler_t *self)
@@ -637,12 +1142,7 @@ s_on_clock (scheduler_t *self)
     if (self->status_changed || now >= self->next_status) {
         self->next_status = now + STATUS_INTERVAL_MS;
         self->status_changed = false;
-        proto_msg_t status = PROTO_MSG_INIT;
-        status.kind = PROTO_STATUS;
-        status.workers = (uint32_t) zlistx_size (self->workers);
-        status.running = s_running_count (self);
-        status.waiting = (uint32_t) zlistx_size (self->waiting);
-        proto_send (&status, self->status_pub);
+        s_publish_status (self);
     }
 }
 
@@ -676,6 +1176,10 @@ s_start (scheduler_t *self)
     scheduler_args_t *args = self->args;
     self->heartbeat_ms = args->heartbeat_ms ? args->heartbeat_ms : 1000;
     self->worker_timeout_ms = args->worker_timeout_ms ? args->worker_timeout_ms : 5000;
+    self->max_num_seqs = args->max_num_seqs? args->max_num_seqs: DEFAULT_MAX_NUM_SEQS;
+    self->max_num_batched_tokens = args->max_num_batched_tokens
+                                 ? args->max_num_batched_tokens
+                                 : DEFAULT_MAX_NUM_BATCHED_TOKENS;
     self->waiting = zlistx_new ();
     self->workers = zlistx_new ();
     self->inbox = s_bind_router (args->inbox_endpoint, args->error, sizeof args->error);
@@ -712,8 +1216,11 @@ s_stop (scheduler_t *self)
     zlistx_destroy (&self->waiting);
     worker_t *worker = (worker_t *) zlistx_first (self->workers);
     while (worker) {
-        for (uint32_t slot = 0; slot < worker->n_slots; slot++)
-            s_request_destroy (&worker->slots [slot]);
+        request = (request_t *) zlistx_first (worker->running);
+        while (request) {
+            s_request_destroy (&request);
+            request = (request_t *) zlistx_next (worker->running);
+        }
         s_worker_destroy (&worker);
         worker = (worker_t *) zlistx_next (self->workers);
     }
@@ -739,11 +1246,17 @@ scheduler_actor (zsock_t *pipe, void *args)
         return;
     }
     zsock_signal (pipe, 0);
-    zlog (ZLOG_INFO, ACTOR, 0, "ready%s%s", self.args->worker_listen ? "; workers may "
-          "connect to " : "", self.args->worker_listen ? self.args->worker_listen : "");
+    zlog (ZLOG_INFO, ACTOR, 0, "ready%s%s; up to %u sequences and %u tokens a step per "
+          "worker, prefix caching %s", self.args->worker_listen ? "; workers may connect "
+          "to " : "", self.args->worker_listen ? self.args->worker_listen : "",
+          self.max_num_seqs, self.max_num_batched_tokens,
+          self.args->no_prefix_caching? "off": "on");
 
     while (!self.terminated) {
         void *which = zpoller_wait (self.poller, 100);
+        //  Interrupted (a signal with CZMQ's handler in place, in a test): stop.
+        if (!which && zpoller_terminated (self.poller))
+            break;
         if (which == self.pipe)
             s_read_pipe (&self);
         else

@@ -22,13 +22,21 @@
 //  A request's own stop_token_ids beyond this many are ignored (the frontend allows 32).
 #define MAX_REQUEST_STOP_TOKENS 64
 
-//  One request between GENERATE and its end.
+//  The text of one of a request's sequences.
+typedef struct {
+    output_text_t *output;
+    uint32_t completion_tokens;
+    bool finished;
+} sequence_text_t;
+
+//  One request between GENERATE and its end (all its n sequences finished).
 typedef struct {
     uint64_t id;
     zframe_t *reply_to;             //  routing id of the frontend that sent it
-    output_text_t *output;
+    sequence_text_t *sequences;     //  [n]
+    uint32_t n;
+    uint32_t n_finished;
     uint32_t prompt_tokens;
-    uint32_t completion_tokens;
 } request_t;
 
 typedef struct {
@@ -58,7 +66,9 @@ s_request_destroy (request_t **self_p)
     if (!self)
         return;
     zframe_destroy (&self->reply_to);
-    output_text_destroy (&self->output);
+    for (uint32_t i = 0; self->sequences && i < self->n; i++)
+        output_text_destroy (&self->sequences [i].output);
+    free (self->sequences);
     free (self);
     *self_p = NULL;
 }
@@ -230,6 +240,27 @@ s_tokenize (tokenizer_t *self, const char *text, uint32_t **ids, bool *out_of_me
     }
 }
 
+//  The token ids a request names (logit_bias, stop_token_ids) must be in the vocabulary:
+//  the frontend cannot know its size. Returns 0, or -1 with the reason in err.
+static int
+s_check_token_ids (tokenizer_t *self, const proto_msg_t *msg, char *err, size_t err_size)
+{
+    uint32_t n_vocab = vocab_size (self->vocab);
+    for (uint32_t i = 0; i < msg->sampling.n_bias; i++)
+        if (msg->sampling.bias_tokens [i] >= n_vocab) {
+            snprintf (err, err_size, "logit_bias: token %u is not in the vocabulary (of %u "
+                      "tokens)", msg->sampling.bias_tokens [i], n_vocab);
+            return -1;
+        }
+    for (uint32_t i = 0; i < msg->n_stop_tokens; i++)
+        if (msg->stop_tokens [i] >= n_vocab) {
+            snprintf (err, err_size, "stop_token_ids: token %u is not in the vocabulary (of "
+                      "%u tokens)", msg->stop_tokens [i], n_vocab);
+            return -1;
+        }
+    return 0;
+}
+
 static void
 s_handle_generate (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
 {
@@ -242,6 +273,10 @@ s_handle_generate (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
         return;
     }
     char err [512] = "";
+    if (s_check_token_ids (self, msg, err, sizeof err) != 0) {
+        s_send_error (self, msg->request_id, reply_to, 400, err);
+        return;
+    }
     bool tools = false;
     char *rendered = NULL;
     if (msg->chat) {
@@ -266,16 +301,25 @@ s_handle_generate (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
         free (ids);
         return;
     }
+    uint32_t n = msg->n > 1? msg->n: 1;
     request_t *request = (request_t *) calloc (1, sizeof (request_t));
+    bool made = request != NULL;
     if (request) {
         request->id = msg->request_id;
         request->reply_to = zframe_dup (reply_to);
-        request->output = output_text_new (self->vocab, (const char *const *) msg->stops,
-                                           msg->n_stops, tools, self->tool_format,
-                                           msg->request_id);
         request->prompt_tokens = (uint32_t) n_ids;
+        request->sequences = (sequence_text_t *) calloc (n, sizeof (sequence_text_t));
+        made = request->reply_to && request->sequences;
+        if (request->sequences)
+            request->n = n;
+        for (uint32_t i = 0; made && i < n; i++) {
+            request->sequences [i].output = output_text_new (
+                self->vocab, (const char *const *) msg->stops, msg->n_stops, tools,
+                self->tool_format, msg->request_id);
+            made = request->sequences [i].output != NULL;
+        }
     }
-    if (!request || !request->reply_to || !request->output) {
+    if (!made) {
         s_request_destroy (&request);
         s_send_error (self, msg->request_id, reply_to, 500, "out of memory");
         free (ids);
@@ -291,11 +335,12 @@ s_handle_generate (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
     submit.tokens = ids;
     submit.n_tokens = (uint32_t) n_ids;
     submit.max_tokens = msg->max_tokens;
-    submit.temperature = msg->temperature;
-    submit.seed = msg->seed;
-    //  The model's end-of-generation tokens, then the request's own stop_token_ids.
+    submit.sampling = msg->sampling;            //  borrowed, as the tokens
+    submit.n = n;
+    //  The model's end-of-generation tokens (unless the request ignores them, as vLLM's
+    //  ignore_eos), then the request's own stop_token_ids.
     uint32_t stop_tokens [64 + MAX_REQUEST_STOP_TOKENS];
-    uint32_t n_stop_tokens = self->n_stop_tokens;
+    uint32_t n_stop_tokens = msg->ignore_eos? 0: self->n_stop_tokens;
     memcpy (stop_tokens, self->stop_tokens, n_stop_tokens * sizeof (uint32_t));
     size_t capacity = sizeof stop_tokens / sizeof stop_tokens [0];
     for (uint32_t i = 0; i < msg->n_stop_tokens && n_stop_tokens < capacity; i++)
@@ -319,36 +364,45 @@ s_handle_tokens (tokenizer_t *self, proto_msg_t *msg)
     request_t *request = s_find (self, msg->request_id);
     if (!request)
         return;                     //  cancelled or stopped meanwhile
-    //  A stop token that ends the request gives no text.
+    if (msg->index >= request->n || request->sequences [msg->index].finished) {
+        zlog (ZLOG_WARN, ACTOR, msg->request_id, "TOKENS for sequence %u, which is not "
+              "running; ignored", msg->index);
+        return;
+    }
+    sequence_text_t *sequence = &request->sequences [msg->index];
+    //  A stop token that ends the sequence gives no text.
     uint32_t n_rendered = msg->n_tokens;
     if (msg->finish == PROTO_FINISH_STOP && n_rendered > 0)
         n_rendered--;
     uint32_t n_taken = 0;
-    while (n_taken < n_rendered && !output_text_stopped (request->output))
-        output_text_add (request->output, msg->tokens [n_taken++]);
+    while (n_taken < n_rendered && !output_text_stopped (sequence->output))
+        output_text_add (sequence->output, msg->tokens [n_taken++]);
     proto_finish_t finish = msg->finish;
-    if (output_text_stopped (request->output)) {
-        //  A stop string: the generation ends here, whatever the scheduler still runs.
+    if (output_text_stopped (sequence->output)) {
+        //  A stop string: the sequence ends here, whatever the scheduler still runs.
         finish = PROTO_FINISH_STOP;
-        request->completion_tokens += n_taken;
+        sequence->completion_tokens += n_taken;
         proto_msg_t cancel = PROTO_MSG_INIT;
         cancel.kind = PROTO_CANCEL;
         cancel.request_id = request->id;
+        cancel.index = msg->index;
+        cancel.only_index = request->n > 1;
         if (msg->finish == PROTO_FINISH_NONE && proto_send (&cancel, self->scheduler) != 0)
             zlog (ZLOG_WARN, ACTOR, request->id, "could not cancel after a stop string");
     }
     else
-        request->completion_tokens += msg->n_tokens;
+        sequence->completion_tokens += msg->n_tokens;
     if (finish != PROTO_FINISH_NONE) {
-        output_text_finish (request->output);
-        if (finish == PROTO_FINISH_STOP && output_text_tool_call_count (request->output) > 0)
+        output_text_finish (sequence->output);
+        if (finish == PROTO_FINISH_STOP && output_text_tool_call_count (sequence->output) > 0)
             finish = PROTO_FINISH_TOOL_CALLS;
     }
 
     proto_msg_t output = PROTO_MSG_INIT;
     output.kind = PROTO_OUTPUT;
     output.request_id = request->id;
-    if (output_text_take (request->output, &output.text, &output.tool_calls) != 0) {
+    output.index = msg->index;
+    if (output_text_take (sequence->output, &output.text, &output.tool_calls) != 0) {
         proto_msg_reset (&output);
         s_send_error (self, request->id, request->reply_to, 500, "out of memory");
         s_forget (self, request->id);
@@ -356,11 +410,14 @@ s_handle_tokens (tokenizer_t *self, proto_msg_t *msg)
     }
     output.finish = finish;
     output.prompt_tokens = request->prompt_tokens;
-    output.completion_tokens = request->completion_tokens;
+    output.completion_tokens = sequence->completion_tokens;
     s_send_to_frontend (self, &output, request->reply_to);
     proto_msg_reset (&output);
-    if (finish != PROTO_FINISH_NONE)
-        s_forget (self, request->id);
+    if (finish != PROTO_FINISH_NONE) {
+        sequence->finished = true;
+        if (++request->n_finished == request->n)
+            s_forget (self, request->id);
+    }
 }
 
 static void

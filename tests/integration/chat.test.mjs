@@ -6,6 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { startServer, postJson, sharedDir, repoRoot, zllmBin, modelPath } from './server.mjs';
 
@@ -232,4 +233,135 @@ test('a chat request to a model without a chat template is a clear 400', async (
     { model: 'stories260K', messages: [{ role: 'user', content: 'Hi' }] });
   assert.equal(r.status, 400, r.body);
   assert.match(r.json.error.message, /chat template/);
+});
+
+// n choices: each choice samples with seed + i, so it equals the request with n=1 and
+// that seed; at temperature 0 every choice is the greedy reply.
+
+// A streamed chat of n choices, reassembled per index: the role chunks of choices
+// 0 .. n-1 first, every chunk one choice, one finish per choice and nothing after it,
+// the usage chunk (when asked for) after the last finish, then [DONE].
+function readChoices(body, n) {
+  const events = body.split('\n\n').filter((e) => e.startsWith('data: '))
+    .map((e) => e.slice(6));
+  assert.equal(events.at(-1), '[DONE]');
+  const chunks = events.slice(0, -1).map((e) => JSON.parse(e));
+  for (let i = 0; i < n; i++) {
+    assert.equal(chunks[i].choices.length, 1);
+    assert.equal(chunks[i].choices[0].index, i);
+    assert.deepEqual(chunks[i].choices[0].delta, { role: 'assistant', content: '' });
+  }
+  const choices = Array.from({ length: n }, (_, index) => ({ index, content: '',
+                                                             finish_reason: null }));
+  let usage = null;
+  let finished = 0;
+  for (const chunk of chunks.slice(n)) {
+    assert.equal(chunk.object, 'chat.completion.chunk');
+    assert.equal(usage, null, 'nothing after the usage chunk');
+    if (chunk.choices.length === 0) {
+      assert.equal(finished, n, 'the usage chunk comes after every finish');
+      usage = chunk.usage;
+      continue;
+    }
+    assert.equal(chunk.choices.length, 1);
+    const { index, delta, finish_reason: finish } = chunk.choices[0];
+    assert.ok(Number.isInteger(index) && index >= 0 && index < n, `index ${index}`);
+    assert.equal(choices[index].finish_reason, null, `chunk for choice ${index} after its finish`);
+    choices[index].content += delta.content ?? '';
+    if (finish) {
+      choices[index].finish_reason = finish;
+      finished++;
+    }
+  }
+  assert.equal(finished, n);
+  return { choices, usage };
+}
+
+test('n=2 at temperature 0: both choices are llama.cpp\'s reply, tool calls too', () => {
+  for (const c of [allCases[0], allCases[1]]) {
+    const r = postJson(`${server.url}/v1/chat/completions`, request(c, { n: 2 }));
+    assert.equal(r.status, 200, r.body);
+    assert.equal(r.json.choices.length, 2);
+    r.json.choices.forEach((choice, i) => {
+      assert.equal(choice.index, i);
+      assert.equal(choice.logprobs, null);
+      checkMessage(c, choice.message, choice.finish_reason);
+    });
+    assert.equal(r.json.usage.prompt_tokens, c.prompt_ids.length);
+    assert.equal(r.json.usage.completion_tokens, 2 * c.output_ids.length);
+  }
+});
+
+for (const http2 of [false, true]) {
+  test(`n=3 with a seed: each choice is that of n=1 with seed+i, plain and streamed ` +
+       `(${http2 ? 'h2c' : 'HTTP/1.1'})`, () => {
+    const url = `${server.url}/v1/chat/completions`;
+    const body = { model: 'toy-chat', temperature: 1, seed: 77, n: 3, max_tokens: 24,
+                   messages: [{ role: 'user', content: 'Tell me something nice.' }] };
+    const r = postJson(url, body, { http2 });
+    assert.equal(r.status, 200, r.body);
+    assert.equal(r.json.choices.length, 3);
+    let completionTokens = 0;
+    for (let i = 0; i < 3; i++) {
+      assert.equal(r.json.choices[i].index, i);
+      const single = postJson(url, { ...body, n: 1, seed: body.seed + i }, { http2 });
+      assert.equal(single.status, 200, single.body);
+      assert.deepEqual(r.json.choices[i].message, single.json.choices[0].message, `choice ${i}`);
+      assert.equal(r.json.choices[i].finish_reason, single.json.choices[0].finish_reason);
+      completionTokens += single.json.usage.completion_tokens;
+    }
+    assert.equal(r.json.usage.completion_tokens, completionTokens);
+    const again = postJson(url, body, { http2: !http2 });
+    assert.deepEqual(again.json.choices, r.json.choices);
+
+    const s = postJson(url, { ...body, stream: true, stream_options: { include_usage: true } },
+                       { http2 });
+    assert.equal(s.status, 200, s.body);
+    const { choices, usage } = readChoices(s.body, 3);
+    assert.deepEqual(choices.map((c) => c.content), r.json.choices.map((c) => c.message.content));
+    assert.deepEqual(choices.map((c) => c.finish_reason),
+                     r.json.choices.map((c) => c.finish_reason));
+    assert.deepEqual(usage, r.json.usage);
+  });
+}
+
+test('the OpenAI SDK\'s streaming helper assembles n=2 choices', async () => {
+  const require = createRequire(path.join(repoRoot, 'tests', 'client', 'package.json'));
+  const { default: OpenAI } = await import(require.resolve('openai'));
+  const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused' });
+  const body = { model: 'toy-chat', temperature: 1, seed: 5, n: 2, max_tokens: 24,
+                 messages: [{ role: 'user', content: 'What is the capital of Italy?' }] };
+  const plain = await client.chat.completions.create(body);
+  assert.deepEqual(plain.choices.map((c) => c.index), [0, 1]);
+  const stream = client.chat.completions.stream({ ...body,
+                                                  stream_options: { include_usage: true } });
+  const deltas = ['', ''];
+  for await (const chunk of stream)
+    for (const choice of chunk.choices)
+      deltas[choice.index] += choice.delta.content ?? '';
+  const final = await stream.finalChatCompletion();
+  assert.equal(final.choices.length, 2);
+  final.choices.forEach((choice, i) => {
+    assert.equal(choice.index, i);
+    assert.equal(choice.message.role, 'assistant');
+    assert.equal(choice.message.content, plain.choices[i].message.content);
+    assert.equal(choice.message.content, deltas[i]);
+    assert.equal(choice.finish_reason, plain.choices[i].finish_reason);
+  });
+  assert.deepEqual(final.usage, plain.usage);
+  assert.equal(plain.usage.completion_tokens,
+               plain.usage.total_tokens - plain.usage.prompt_tokens);
+});
+
+test('chat validates n, best_of and use_beam_search', () => {
+  const url = `${server.url}/v1/chat/completions`;
+  const base = { model: 'toy-chat', messages: [{ role: 'user', content: 'Hi' }] };
+  for (const [extra, param] of [[{ n: 0 }, 'n'], [{ n: 129 }, 'n'],
+                                [{ n: 2, best_of: 1 }, 'best_of'],
+                                [{ n: 2, best_of: 3 }, 'best_of'],
+                                [{ use_beam_search: true }, 'use_beam_search']]) {
+    const r = postJson(url, { ...base, ...extra });
+    assert.equal(r.status, 400, r.body);
+    assert.equal(r.json.error.param, param);
+  }
 });

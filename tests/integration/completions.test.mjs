@@ -205,3 +205,156 @@ test('the official OpenAI Node SDK gets the same completion', async () => {
                                                    max_tokens: -1 }),
                        (error) => error.status === 400);
 });
+
+// n choices. Choice i samples with seed + i (the scheduler's promise), so each equals a
+// request with n=1 and that seed; the same request gives the same choices again.
+
+// A streamed completion of n choices, reassembled per index from its SSE events: every
+// chunk one choice, one finish per choice and nothing after it, the usage chunk (when
+// asked for) after the last finish, then [DONE].
+function readChoices(body, n) {
+  const events = body.split('\n\n').filter((e) => e.startsWith('data: '))
+    .map((e) => e.slice(6));
+  assert.equal(events.at(-1), '[DONE]');
+  const choices = Array.from({ length: n }, (_, index) => ({ index, text: '',
+                                                             finish_reason: null }));
+  let usage = null;
+  let finished = 0;
+  for (const chunk of events.slice(0, -1).map((e) => JSON.parse(e))) {
+    assert.equal(chunk.object, 'text_completion');
+    assert.equal(usage, null, 'nothing after the usage chunk');
+    if (chunk.choices.length === 0) {
+      assert.equal(finished, n, 'the usage chunk comes after every finish');
+      usage = chunk.usage;
+      continue;
+    }
+    assert.equal(chunk.choices.length, 1);
+    const { index, text, finish_reason: finish } = chunk.choices[0];
+    assert.ok(Number.isInteger(index) && index >= 0 && index < n, `index ${index}`);
+    assert.equal(choices[index].finish_reason, null, `chunk for choice ${index} after its finish`);
+    choices[index].text += text;
+    if (finish) {
+      choices[index].finish_reason = finish;
+      finished++;
+    }
+  }
+  assert.equal(finished, n);
+  return { choices, usage };
+}
+
+function checkChoices(json, n) {
+  assert.equal(json.object, 'text_completion');
+  assert.equal(json.choices.length, n);
+  json.choices.forEach((choice, i) => {
+    assert.equal(choice.index, i);
+    assert.equal(choice.logprobs, null);
+    assert.ok(['stop', 'length'].includes(choice.finish_reason), choice.finish_reason);
+    assert.equal(typeof choice.text, 'string');
+  });
+  assert.equal(json.usage.total_tokens, json.usage.prompt_tokens + json.usage.completion_tokens);
+}
+
+for (const http2 of [false, true]) {
+  test(`n=3 with a seed: 3 choices, each that of n=1 with seed+i, plain and streamed ` +
+       `(${http2 ? 'h2c' : 'HTTP/1.1'})`, () => {
+    const url = `${server.url}/v1/completions`;
+    const body = { model: 'stories260K', prompt: 'Once upon a time', max_tokens: 24,
+                   temperature: 1, seed: 1234, n: 3 };
+    const r = postJson(url, body, { http2 });
+    assert.equal(r.status, 200, r.body);
+    checkChoices(r.json, 3);
+    const texts = r.json.choices.map((c) => c.text);
+    assert.ok(new Set(texts).size > 1, `three seeds, one text: ${texts}`);
+
+    // The same request again (over the other protocol): the same choices.
+    const again = postJson(url, body, { http2: !http2 });
+    assert.equal(again.status, 200, again.body);
+    assert.deepEqual(again.json.choices, r.json.choices);
+    assert.deepEqual(again.json.usage, r.json.usage);
+
+    // Choice i is the request with n=1 and seed+i; usage is the sum.
+    let completionTokens = 0;
+    for (let i = 0; i < 3; i++) {
+      const single = postJson(url, { ...body, n: 1, seed: body.seed + i }, { http2 });
+      assert.equal(single.status, 200, single.body);
+      assert.equal(r.json.choices[i].text, single.json.choices[0].text, `choice ${i}`);
+      assert.equal(r.json.choices[i].finish_reason, single.json.choices[0].finish_reason);
+      assert.equal(r.json.usage.prompt_tokens, single.json.usage.prompt_tokens);
+      completionTokens += single.json.usage.completion_tokens;
+    }
+    assert.equal(r.json.usage.completion_tokens, completionTokens);
+
+    // Streamed: the same choices, chunk by chunk, and the same usage.
+    const s = postJson(url, { ...body, stream: true, stream_options: { include_usage: true } },
+                       { http2 });
+    assert.equal(s.status, 200, s.body);
+    const { choices, usage } = readChoices(s.body, 3);
+    assert.deepEqual(choices.map((c) => c.text), texts);
+    assert.deepEqual(choices.map((c) => c.finish_reason),
+                     r.json.choices.map((c) => c.finish_reason));
+    assert.deepEqual(usage, r.json.usage);
+  });
+}
+
+test('n=2 at temperature 0 gives two identical greedy choices', () => {
+  const c = stories[0];
+  const r = postJson(`${server.url}/v1/completions`,
+    { model: 'stories260K', prompt: c.prompt, max_tokens: c.n_predict, temperature: 0, n: 2 });
+  assert.equal(r.status, 200, r.body);
+  checkChoices(r.json, 2);
+  assert.equal(r.json.choices[0].text, c.output_text);
+  assert.equal(r.json.choices[1].text, c.output_text);
+  assert.deepEqual(r.json.usage, { prompt_tokens: c.prompt_ids.length,
+                                   completion_tokens: 2 * c.n_predict,
+                                   total_tokens: c.prompt_ids.length + 2 * c.n_predict });
+});
+
+test('n, best_of and use_beam_search are validated', () => {
+  const url = `${server.url}/v1/completions`;
+  const base = { model: 'stories260K', prompt: 'x', max_tokens: 2 };
+  checkError(postJson(url, { ...base, n: 0 }), 400, 'n');
+  checkError(postJson(url, { ...base, n: 129 }), 400, 'n');
+  checkError(postJson(url, { ...base, n: 'two' }), 400, 'n');
+  const low = postJson(url, { ...base, n: 3, best_of: 2 });
+  checkError(low, 400, 'best_of');
+  assert.match(low.json.error.message, /best_of must be greater than or equal to n/);
+  const high = postJson(url, { ...base, n: 2, best_of: 4 });
+  checkError(high, 400, 'best_of');
+  assert.match(high.json.error.message, /not supported/);
+  checkError(postJson(url, { ...base, use_beam_search: true }), 400, 'use_beam_search');
+  const fine = postJson(url, { ...base, n: 2, best_of: 2, use_beam_search: false });
+  assert.equal(fine.status, 200, fine.body);
+  assert.equal(fine.json.choices.length, 2);
+});
+
+test('the OpenAI Node SDK gets n=3 choices, plain and streamed', async () => {
+  const require = createRequire(path.join(repoRoot, 'tests', 'client', 'package.json'));
+  const { default: OpenAI } = await import(require.resolve('openai'));
+  const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused' });
+  const body = { model: 'stories260K', prompt: 'The little dog', max_tokens: 20,
+                 temperature: 1, seed: 99, n: 3 };
+  const completion = await client.completions.create(body);
+  assert.deepEqual(completion.choices.map((c) => c.index), [0, 1, 2]);
+  let completionTokens = 0;
+  for (let i = 0; i < 3; i++) {
+    const single = await client.completions.create({ ...body, n: 1, seed: body.seed + i });
+    assert.equal(completion.choices[i].text, single.choices[0].text, `choice ${i}`);
+    completionTokens += single.usage.completion_tokens;
+  }
+  assert.equal(completion.usage.completion_tokens, completionTokens);
+  assert.equal(completion.usage.total_tokens,
+               completion.usage.prompt_tokens + completionTokens);
+
+  const stream = await client.completions.create({ ...body, stream: true,
+                                                   stream_options: { include_usage: true } });
+  const texts = ['', '', ''];
+  let usage = null;
+  for await (const chunk of stream) {
+    for (const choice of chunk.choices)
+      texts[choice.index] += choice.text;
+    if (chunk.usage)
+      usage = chunk.usage;
+  }
+  assert.deepEqual(texts, completion.choices.map((c) => c.text));
+  assert.deepEqual(usage, completion.usage);
+});

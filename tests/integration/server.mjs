@@ -52,8 +52,10 @@ class Child {
     const started = Date.now();
     if (this.proc.exitCode === null && this.proc.signalCode === null)
       this.proc.kill(signal);
-    const timer = sleep(timeoutMs).then(() => null);
-    const result = await Promise.race([this.exited, timer]);
+    let timer;
+    const timeout = new Promise((resolve) => { timer = setTimeout(() => resolve(null), timeoutMs); });
+    const result = await Promise.race([this.exited, timeout]);
+    clearTimeout(timer);
     if (!result) {
       this.proc.kill('SIGKILL');
       throw new Error(`zllm ${this.args[0]} did not exit within ${timeoutMs} ms after ` +
@@ -121,7 +123,8 @@ export function postJsonAsync(url, body, { http2 = false } = {}) {
                                 '--data-binary', '@-', url]);
     let out = '';
     proc.stdout.on('data', (chunk) => { out += chunk; });
-    proc.on('exit', (exitCode) => {
+    // 'close', not 'exit': only then has all of curl's output been read.
+    proc.on('close', (exitCode) => {
       const at = out.lastIndexOf(marker);
       const text = at >= 0 ? out.slice(0, at) : out;
       let json;

@@ -145,7 +145,7 @@ test_parse_minimal (void **state)
     assert_false (request.has_tools);
     assert_false (request.auto_tool_choice);
     assert_int_equal (request.options.max_tokens, 0);
-    assert_true (request.options.temperature == 1.0f);
+    assert_true (request.options.sampling.temperature == 1.0f);
     assert_false (request.options.has_seed);
     assert_int_equal (request.options.n_stops, 0);
     assert_false (request.options.stream);
@@ -169,9 +169,9 @@ test_parse_all_fields (void **state)
         "'user':'u-1','top_p':0.9,'frequency_penalty':0,'metadata':{'x':1}",
         true, &request);
     assert_int_equal (request.options.max_tokens, 50);
-    assert_true (request.options.temperature == 0.5f);
+    assert_true (request.options.sampling.temperature == 0.5f);
     assert_true (request.options.has_seed);
-    assert_true (request.options.seed == 3);
+    assert_true (request.options.sampling.seed == 3);
     assert_int_equal (request.options.n_stops, 2);
     assert_string_equal (request.options.stops [0], "a");
     assert_string_equal (request.options.stops [1], "b");
@@ -494,7 +494,14 @@ static void
 test_parse_other_parameters (void **state)
 {
     (void) state;
-    s_assert_refused ("'messages':[" USER_HI "],'n':2", "n", "only n=1");
+    s_assert_refused ("'messages':[" USER_HI "],'n':0", "n", "must be from 1 to 128");
+    s_assert_refused ("'messages':[" USER_HI "],'n':129", "n", "must be from 1 to 128");
+    s_assert_refused ("'messages':[" USER_HI "],'n':2,'best_of':1", "best_of",
+                      "best_of must be greater than or equal to n");
+    s_assert_refused ("'messages':[" USER_HI "],'n':2,'best_of':3", "best_of",
+                      "best_of is not supported yet");
+    s_assert_refused ("'messages':[" USER_HI "],'use_beam_search':true", "use_beam_search",
+                      "beam search is not supported yet");
     s_assert_refused ("'messages':[" USER_HI "],'temperature':2.5", "temperature",
                       "between 0 and 2");
     s_assert_refused ("'messages':[" USER_HI "],'seed':'x'", "seed", "must be an integer");
@@ -531,8 +538,10 @@ test_parse_other_parameters (void **state)
     chat_request_t request;
     json_t *chat = s_accepted ("'messages':[" USER_HI "],'parallel_tool_calls':true,"
                                "'response_format':null,'logprobs':null,'user':null,"
-                               "'stop':'\\n','stream':true,'stream_options':null",
+                               "'stop':'\\n','stream':true,'stream_options':null,"
+                               "'n':4,'best_of':4,'use_beam_search':false",
                                false, &request);
+    assert_int_equal (request.options.n, 4);
     assert_int_equal (request.options.n_stops, 1);
     assert_string_equal (request.options.stops [0], "\n");
     assert_true (request.options.stream);
@@ -550,6 +559,18 @@ test_chat_id (void **state)
     assert_string_equal (id, "chatcmpl-00a1b2c3d4e5f601");
     chat_id_format (UINT64_MAX, id);
     assert_int_equal (strlen (id), CHAT_ID_SIZE - 1);
+}
+
+
+//  The body of a chat completion with one choice.
+static char *
+s_response_one (const char *id, int64_t created, const char *role, const char *content,
+                size_t content_size, const chat_tool_calls_t *tool_calls,
+                const char *finish_reason, uint32_t prompt_tokens, uint32_t completion_tokens)
+{
+    chat_choice_t choice = { content, content_size, tool_calls, finish_reason };
+    return chat_response_json (id, created, MODEL, role, &choice, 1, prompt_tokens,
+                               completion_tokens);
 }
 
 
@@ -577,8 +598,8 @@ test_tool_calls_merge (void **state)
     assert_int_equal (chat_tool_calls_add (calls, "[]"), 0);
     assert_int_equal (chat_tool_calls_count (calls), 2);
 
-    char *body = chat_response_json ("chatcmpl-0000000000000001", 7, MODEL, "assistant",
-                                     "", 0, calls, "tool_calls", 10, 20);
+    char *body = s_response_one ("chatcmpl-0000000000000001", 7, "assistant",
+                                 "", 0, calls, "tool_calls", 10, 20);
     assert_non_null (body);
     json_t *root = json_loads (body, 0, NULL);
     assert_non_null (root);
@@ -612,8 +633,8 @@ test_tool_calls_order_and_late_fields (void **state)
         "[{'index':0,'function':{'arguments':'1'}}]")), 0);
     assert_int_equal (chat_tool_calls_add (calls, s_json (
         "[{'index':0,'id':'a','function':{'name':'f'}}]")), 0);
-    char *body = chat_response_json ("chatcmpl-0000000000000001", 7, MODEL, "assistant",
-                                     NULL, 0, calls, "tool_calls", 1, 1);
+    char *body = s_response_one ("chatcmpl-0000000000000001", 7, "assistant",
+                                 NULL, 0, calls, "tool_calls", 1, 1);
     json_t *root = json_loads (body, 0, NULL);
     json_t *message = json_object_get (json_array_get (json_object_get (root, "choices"), 0),
                                        "message");
@@ -644,7 +665,7 @@ test_tool_calls_invalid (void **state)
             print_error ("accepted: %s\n", deltas);
         assert_false (chat_tool_calls_valid (deltas));
         assert_int_equal (chat_tool_calls_add (calls, deltas), -1);
-        assert_null (chat_chunk_delta_json ("chatcmpl-1", 1, MODEL, NULL, 0, deltas, false));
+        assert_null (chat_chunk_delta_json ("chatcmpl-1", 1, MODEL, 0, NULL, 0, deltas, false));
     }
     assert_false (chat_tool_calls_valid (NULL));
     assert_int_equal (chat_tool_calls_count (calls), 0);
@@ -690,8 +711,8 @@ test_response_content (void **state)
 {
     (void) state;
     const char *text = "The capital of France is Paris.";
-    char *body = chat_response_json ("chatcmpl-0000000000000002", 1767322000, MODEL,
-                                     "assistant", text, strlen (text), NULL, "stop", 12, 5);
+    char *body = s_response_one ("chatcmpl-0000000000000002", 1767322000,
+                                 "assistant", text, strlen (text), NULL, "stop", 12, 5);
     json_t *root;
     json_t *message = s_check_response (body, "stop", &root);
     assert_int_equal (json_object_size (message), 2);
@@ -703,7 +724,7 @@ test_response_content (void **state)
 
     //  No text and no calls: content "", not null. Another role; bad UTF-8 sanitized.
     chat_tool_calls_t *none = chat_tool_calls_new ();
-    body = chat_response_json ("chatcmpl-0000000000000002", 1767322000, MODEL, "bot",
+    body = s_response_one ("chatcmpl-0000000000000002", 1767322000, "bot",
                                "", 0, none, "length", 12, 5);
     message = s_check_response (body, "length", &root);
     assert_string_equal (json_string_value (json_object_get (message, "role")), "bot");
@@ -713,8 +734,8 @@ test_response_content (void **state)
     free (body);
     chat_tool_calls_destroy (&none);
 
-    body = chat_response_json ("chatcmpl-0000000000000002", 1767322000, MODEL, "assistant",
-                               "ok\xF0\x9F", 4, NULL, "stop", 12, 5);
+    body = s_response_one ("chatcmpl-0000000000000002", 1767322000, "assistant",
+                           "ok\xF0\x9F", 4, NULL, "stop", 12, 5);
     message = s_check_response (body, "stop", &root);
     assert_string_equal (json_string_value (json_object_get (message, "content")),
                          "ok\xEF\xBF\xBD");
@@ -731,8 +752,8 @@ test_response_tool_calls (void **state)
         "[{'index':0,'id':'call_x','type':'function','function':{'name':'get_weather',"
         "'arguments':'{}'}}]")), 0);
     //  Tool calls and no text: content null.
-    char *body = chat_response_json ("chatcmpl-0000000000000002", 1767322000, MODEL,
-                                     "assistant", "", 0, calls, "tool_calls", 12, 5);
+    char *body = s_response_one ("chatcmpl-0000000000000002", 1767322000,
+                                 "assistant", "", 0, calls, "tool_calls", 12, 5);
     json_t *root;
     json_t *message = s_check_response (body, "tool_calls", &root);
     assert_int_equal (json_object_size (message), 3);
@@ -748,8 +769,8 @@ test_response_tool_calls (void **state)
     free (body);
 
     //  Tool calls with text: the text stays.
-    body = chat_response_json ("chatcmpl-0000000000000002", 1767322000, MODEL, "assistant",
-                               "Let me check.", 13, calls, "tool_calls", 12, 5);
+    body = s_response_one ("chatcmpl-0000000000000002", 1767322000, "assistant",
+                           "Let me check.", 13, calls, "tool_calls", 12, 5);
     message = s_check_response (body, "tool_calls", &root);
     assert_string_equal (json_string_value (json_object_get (message, "content")),
                          "Let me check.");
@@ -801,7 +822,7 @@ test_chunks (void **state)
     (void) state;
     const char *id = "chatcmpl-0000000000000003";
     json_t *root;
-    char *body = chat_chunk_role_json (id, 99, MODEL, "assistant", false);
+    char *body = chat_chunk_role_json (id, 99, MODEL, 0, "assistant", false);
     json_t *delta = s_check_chunk (body, NULL, false, &root);
     assert_int_equal (json_object_size (delta), 2);
     assert_string_equal (json_string_value (json_object_get (delta, "role")), "assistant");
@@ -809,12 +830,12 @@ test_chunks (void **state)
     json_decref (root);
     free (body);
 
-    body = chat_chunk_role_json (id, 99, MODEL, "assistant", true);
+    body = chat_chunk_role_json (id, 99, MODEL, 0, "assistant", true);
     s_check_chunk (body, NULL, true, &root);
     json_decref (root);
     free (body);
 
-    body = chat_chunk_delta_json (id, 99, MODEL, "Par\nis", 6, NULL, false);
+    body = chat_chunk_delta_json (id, 99, MODEL, 0, "Par\nis", 6, NULL, false);
     delta = s_check_chunk (body, NULL, false, &root);
     assert_int_equal (json_object_size (delta), 1);
     assert_string_equal (json_string_value (json_object_get (delta, "content")), "Par\nis");
@@ -824,7 +845,7 @@ test_chunks (void **state)
     //  Tool-call deltas pass on as they came.
     const char *deltas = s_json ("[{'index':0,'id':'call_1','type':'function',"
                                  "'function':{'name':'get_weather','arguments':'{}'}}]");
-    body = chat_chunk_delta_json (id, 99, MODEL, NULL, 0, deltas, true);
+    body = chat_chunk_delta_json (id, 99, MODEL, 0, NULL, 0, deltas, true);
     delta = s_check_chunk (body, NULL, true, &root);
     assert_int_equal (json_object_size (delta), 1);
     json_t *expected = json_loads (deltas, 0, NULL);
@@ -833,7 +854,7 @@ test_chunks (void **state)
     free (body);
 
     //  Both in one chunk.
-    body = chat_chunk_delta_json (id, 99, MODEL, "x", 1, deltas, false);
+    body = chat_chunk_delta_json (id, 99, MODEL, 0, "x", 1, deltas, false);
     delta = s_check_chunk (body, NULL, false, &root);
     assert_int_equal (json_object_size (delta), 2);
     assert_string_equal (json_string_value (json_object_get (delta, "content")), "x");
@@ -844,12 +865,65 @@ test_chunks (void **state)
 
     const char *reasons [] = { "stop", "length", "tool_calls" };
     for (size_t index = 0; index < 3; index++) {
-        body = chat_chunk_finish_json (id, 99, MODEL, reasons [index], index == 1);
+        body = chat_chunk_finish_json (id, 99, MODEL, 0, reasons [index], index == 1);
         delta = s_check_chunk (body, reasons [index], index == 1, &root);
         assert_int_equal (json_object_size (delta), 0);
         json_decref (root);
         free (body);
     }
+}
+
+//  Three choices, exact bodies: each with its message (text, tool calls, or both),
+//  its own finish reason, in index order; one usage. Chunks name their choice.
+static void
+test_response_choices (void **state)
+{
+    (void) state;
+    chat_tool_calls_t *calls = chat_tool_calls_new ();
+    assert_int_equal (chat_tool_calls_add (calls, s_json (
+        "[{'index':0,'id':'call_x','type':'function','function':{'name':'get_weather',"
+        "'arguments':'{}'}}]")), 0);
+    chat_choice_t choices [3] = {
+        { "Paris.", 6, NULL, "stop" },
+        { "", 0, calls, "tool_calls" },
+        { "Lyon", 4, NULL, "length" },
+    };
+    char *body = chat_response_json ("chatcmpl-0000000000000009", 1767322000, MODEL,
+                                     "assistant", choices, 3, 12, 20);
+    assert_non_null (body);
+    assert_string_equal (body, s_json (
+        "{'id':'chatcmpl-0000000000000009','object':'chat.completion',"
+        "'created':1767322000,'model':'" MODEL "','choices':["
+        "{'index':0,'message':{'role':'assistant','content':'Paris.'},'logprobs':null,"
+        "'finish_reason':'stop'},"
+        "{'index':1,'message':{'role':'assistant','content':null,'tool_calls':["
+        "{'id':'call_x','type':'function','function':{'name':'get_weather',"
+        "'arguments':'{}'}}]},'logprobs':null,'finish_reason':'tool_calls'},"
+        "{'index':2,'message':{'role':'assistant','content':'Lyon'},'logprobs':null,"
+        "'finish_reason':'length'}],"
+        "'usage':{'prompt_tokens':12,'completion_tokens':20,'total_tokens':32}}"));
+    free (body);
+    chat_tool_calls_destroy (&calls);
+
+    const char *id = "chatcmpl-0000000000000009";
+    body = chat_chunk_role_json (id, 99, MODEL, 2, "assistant", true);
+    assert_string_equal (body, s_json (
+        "{'id':'chatcmpl-0000000000000009','object':'chat.completion.chunk','created':99,"
+        "'model':'" MODEL "','choices':[{'index':2,'delta':{'role':'assistant',"
+        "'content':''},'logprobs':null,'finish_reason':null}],'usage':null}"));
+    free (body);
+    body = chat_chunk_delta_json (id, 99, MODEL, 1, "Hi", 2, NULL, false);
+    assert_string_equal (body, s_json (
+        "{'id':'chatcmpl-0000000000000009','object':'chat.completion.chunk','created':99,"
+        "'model':'" MODEL "','choices':[{'index':1,'delta':{'content':'Hi'},"
+        "'logprobs':null,'finish_reason':null}]}"));
+    free (body);
+    body = chat_chunk_finish_json (id, 99, MODEL, 127, "stop", false);
+    assert_string_equal (body, s_json (
+        "{'id':'chatcmpl-0000000000000009','object':'chat.completion.chunk','created':99,"
+        "'model':'" MODEL "','choices':[{'index':127,'delta':{},'logprobs':null,"
+        "'finish_reason':'stop'}]}"));
+    free (body);
 }
 
 int
@@ -873,6 +947,7 @@ main (void)
         cmocka_unit_test (test_response_content),
         cmocka_unit_test (test_response_tool_calls),
         cmocka_unit_test (test_chunks),
+        cmocka_unit_test (test_response_choices),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

@@ -54,12 +54,13 @@ test_parse_defaults (void **state)
     assert_int_equal (error.status, 0);
     assert_string_equal (request.prompt, "Once upon");
     assert_int_equal (request.options.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS);
-    assert_true (request.options.temperature == 1.0f);
+    assert_true (request.options.sampling.temperature == 1.0f);
     assert_false (request.options.has_seed);
     assert_int_equal (request.options.n_stops, 0);
     assert_null (request.options.stops);
     assert_false (request.options.stream);
     assert_false (request.options.include_usage);
+    assert_int_equal (request.options.n, 1);
     completion_request_reset (&request);
     assert_null (request.prompt);
 }
@@ -77,9 +78,9 @@ test_parse_all_fields (void **state)
     assert_int_equal (s_parse (body, &request, &error), 0);
     assert_string_equal (request.prompt, "caf\xC3\xA9 \xF0\x9F\x98\x80");
     assert_int_equal (request.options.max_tokens, 100);
-    assert_true (request.options.temperature == 0.0f);
+    assert_true (request.options.sampling.temperature == 0.0f);
     assert_true (request.options.has_seed);
-    assert_true (request.options.seed == UINT64_MAX);
+    assert_true (request.options.sampling.seed == UINT64_MAX);
     completion_request_reset (&request);
 
     //  Nulls mean defaults; integer temperature, empty prompt are fine.
@@ -88,15 +89,15 @@ test_parse_all_fields (void **state)
     assert_int_equal (s_parse (body, &request, &error), 0);
     assert_string_equal (request.prompt, "");
     assert_int_equal (request.options.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS);
-    assert_true (request.options.temperature == 2.0f);
+    assert_true (request.options.sampling.temperature == 2.0f);
     assert_false (request.options.has_seed);
     completion_request_reset (&request);
 
     body = "{\"model\":\"" MODEL "\",\"prompt\":\"x\",\"temperature\":0.7,"
            "\"seed\":42,\"max_tokens\":4294967295}";
     assert_int_equal (s_parse (body, &request, &error), 0);
-    assert_true (request.options.temperature > 0.69f && request.options.temperature < 0.71f);
-    assert_true (request.options.seed == 42);
+    assert_true (request.options.sampling.temperature > 0.69f && request.options.sampling.temperature < 0.71f);
+    assert_true (request.options.sampling.seed == 42);
     assert_int_equal (request.options.max_tokens, UINT32_MAX);
     completion_request_reset (&request);
 }
@@ -215,6 +216,70 @@ test_parse_temperature (void **state)
 }
 
 static void
+test_parse_sampling (void **state)
+{
+    (void) state;
+    completion_request_t request;
+    api_error_t error;
+    const char *body =
+        "{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"max_tokens\":10,\"top_p\":0.5,"
+        "\"top_k\":40,\"min_p\":0.05,\"presence_penalty\":-2,\"frequency_penalty\":1.5,"
+        "\"repetition_penalty\":1.1,\"min_tokens\":10,\"ignore_eos\":true,"
+        "\"logit_bias\":{\"7\":-100,\"4294967295\":2.5}}";
+    assert_int_equal (s_parse (body, &request, &error), 0);
+    const proto_sampling_t *sampling = &request.options.sampling;
+    assert_true (sampling->top_p == 0.5f);
+    assert_int_equal (sampling->top_k, 40);
+    assert_true (sampling->min_p == 0.05f);
+    assert_true (sampling->presence_penalty == -2.0f);
+    assert_true (sampling->frequency_penalty == 1.5f);
+    assert_true (sampling->repetition_penalty == 1.1f);
+    assert_int_equal (sampling->min_tokens, 10);
+    assert_true (request.options.ignore_eos);
+    assert_int_equal (sampling->n_bias, 2);
+    assert_int_equal (sampling->bias_tokens [0], 7);
+    assert_true (sampling->bias_values [0] == -100.0f);
+    assert_int_equal (sampling->bias_tokens [1], UINT32_MAX);
+    assert_true (sampling->bias_values [1] == 2.5f);
+    completion_request_reset (&request);
+
+    //  vLLM's top_k -1 is every token, as 0 is.
+    body = "{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"top_k\":-1}";
+    assert_int_equal (s_parse (body, &request, &error), 0);
+    assert_int_equal (request.options.sampling.top_k, 0);
+    completion_request_reset (&request);
+
+#define S_BODY(members) "{\"model\":\"" MODEL "\",\"prompt\":\"a\"," members "}"
+    s_assert_refused (S_BODY ("\"top_p\":0"), 400, "top_p", "above 0");
+    s_assert_refused (S_BODY ("\"top_p\":1.01"), 400, "top_p", "at most 1");
+    s_assert_refused (S_BODY ("\"top_k\":-2"), 400, "top_k", "from -1");
+    s_assert_refused (S_BODY ("\"top_k\":1.5"), 400, "top_k", "must be an integer");
+    s_assert_refused (S_BODY ("\"min_p\":-0.1"), 400, "min_p", "between 0 and 1");
+    s_assert_refused (S_BODY ("\"presence_penalty\":2.5"), 400, "presence_penalty",
+                      "between -2 and 2");
+    s_assert_refused (S_BODY ("\"frequency_penalty\":\"x\""), 400, "frequency_penalty",
+                      "must be a number");
+    s_assert_refused (S_BODY ("\"repetition_penalty\":0"), 400, "repetition_penalty",
+                      "above 0");
+    s_assert_refused (S_BODY ("\"min_tokens\":-1"), 400, "min_tokens", "from 0");
+    s_assert_refused (S_BODY ("\"max_tokens\":4,\"min_tokens\":5"), 400, "min_tokens",
+                      "above max_tokens");
+    s_assert_refused (S_BODY ("\"ignore_eos\":1"), 400, "ignore_eos", "must be a boolean");
+    s_assert_refused (S_BODY ("\"logit_bias\":[1]"), 400, "logit_bias", "must be an object");
+    s_assert_refused (S_BODY ("\"logit_bias\":{\"x\":1}"), 400, "logit_bias",
+                      "token ids");
+    s_assert_refused (S_BODY ("\"logit_bias\":{\"-1\":1}"), 400, "logit_bias",
+                      "token ids");
+    s_assert_refused (S_BODY ("\"logit_bias\":{\"4294967296\":1}"), 400, "logit_bias",
+                      "token ids");
+    s_assert_refused (S_BODY ("\"logit_bias\":{\"5\":101}"), 400, "logit_bias",
+                      "from -100 to 100");
+    s_assert_refused (S_BODY ("\"logit_bias\":{\"5\":true}"), 400, "logit_bias",
+                      "from -100 to 100");
+#undef S_BODY
+}
+
+static void
 test_parse_seed_n_stream (void **state)
 {
     (void) state;
@@ -222,16 +287,66 @@ test_parse_seed_n_stream (void **state)
                       400, "seed", "must be an integer");
     s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"seed\":\"1\"}",
                       400, "seed", "must be an integer");
-    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"n\":2}",
-                      400, "n", "only n=1");
     s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"n\":0}",
-                      400, "n", "only n=1");
+                      400, "n", "must be from 1 to 128, got 0");
     s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"n\":\"1\"}",
                       400, "n", "must be an integer");
     s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stream\":1}",
                       400, "stream", "must be a boolean");
     s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"stream\":\"yes\"}",
                       400, "stream", "must be a boolean");
+}
+
+//  n: 1 .. 128; best_of: only where it changes nothing (absent, null, equal to n), with
+//  OpenAI's "at least n" checked first; use_beam_search: false only.
+static void
+test_parse_n_best_of (void **state)
+{
+    (void) state;
+#define S_BODY(members) "{\"model\":\"" MODEL "\",\"prompt\":\"a\"," members "}"
+    struct {
+        const char *body;
+        uint32_t n;
+    } accepted [] = {
+        { S_BODY ("\"n\":null"), 1 },
+        { S_BODY ("\"n\":1,\"best_of\":1"), 1 },
+        { S_BODY ("\"n\":3"), 3 },
+        { S_BODY ("\"n\":3,\"best_of\":3,\"use_beam_search\":false"), 3 },
+        { S_BODY ("\"n\":3,\"best_of\":null,\"use_beam_search\":null"), 3 },
+        { S_BODY ("\"n\":128,\"stream\":true"), 128 },
+        { S_BODY ("\"best_of\":1"), 1 },
+    };
+    for (size_t index = 0; index < sizeof accepted / sizeof accepted [0]; index++) {
+        completion_request_t request;
+        api_error_t error;
+        int rc = s_parse (accepted [index].body, &request, &error);
+        if (rc != 0)
+            print_error ("body %s: refused %d param='%s' message='%s'\n",
+                         accepted [index].body, error.status, error.param, error.message);
+        assert_int_equal (rc, 0);
+        assert_int_equal (request.options.n, accepted [index].n);
+        completion_request_reset (&request);
+    }
+    s_assert_refused (S_BODY ("\"n\":129"), 400, "n", "must be from 1 to 128, got 129");
+    s_assert_refused (S_BODY ("\"n\":-1"), 400, "n", "must be from 1 to 128");
+    s_assert_refused (S_BODY ("\"n\":2.5"), 400, "n", "must be an integer");
+    s_assert_refused (S_BODY ("\"n\":true"), 400, "n", "must be an integer");
+    s_assert_refused (S_BODY ("\"n\":3,\"best_of\":2"), 400, "best_of",
+                      "best_of must be greater than or equal to n, got n=3 and best_of=2");
+    s_assert_refused (S_BODY ("\"best_of\":0"), 400, "best_of",
+                      "best_of must be greater than or equal to n");
+    s_assert_refused (S_BODY ("\"n\":2,\"best_of\":4"), 400, "best_of",
+                      "best_of is not supported yet");
+    s_assert_refused (S_BODY ("\"best_of\":2"), 400, "best_of",
+                      "best_of is not supported yet");
+    s_assert_refused (S_BODY ("\"best_of\":\"2\""), 400, "best_of", "must be an integer");
+    s_assert_refused (S_BODY ("\"use_beam_search\":true"), 400, "use_beam_search",
+                      "beam search is not supported yet");
+    s_assert_refused (S_BODY ("\"n\":2,\"best_of\":2,\"use_beam_search\":true"), 400,
+                      "use_beam_search", "beam search is not supported yet");
+    s_assert_refused (S_BODY ("\"use_beam_search\":1"), 400, "use_beam_search",
+                      "must be a boolean");
+#undef S_BODY
 }
 
 static void
@@ -352,8 +467,9 @@ test_completion_response (void **state)
 {
     (void) state;
     const char *text = "Once upon a \"time\"\n";
+    completion_choice_t one = { text, strlen (text), "length" };
     char *body = completion_response_json ("cmpl-0000000000000001", 1767322000, MODEL,
-                                           text, strlen (text), "length", 7, 16);
+                                           &one, 1, 7, 16);
     assert_non_null (body);
     json_error_t json_error;
     json_t *root = json_loads (body, 0, &json_error);
@@ -420,25 +536,68 @@ static void
 test_completion_chunks (void **state)
 {
     (void) state;
-    char *body = completion_chunk_json ("cmpl-0000000000000003", 1767322000, MODEL,
+    char *body = completion_chunk_json ("cmpl-0000000000000003", 1767322000, MODEL, 0,
                                         "Once", 4, NULL, false);
     json_decref (s_check_completion_chunk (body, "Once", NULL, false));
     free (body);
 
-    body = completion_chunk_json ("cmpl-0000000000000003", 1767322000, MODEL,
+    body = completion_chunk_json ("cmpl-0000000000000003", 1767322000, MODEL, 0,
                                   "ab\xE2\x82", 4, NULL, true);
     json_decref (s_check_completion_chunk (body, "ab\xEF\xBF\xBD", NULL, true));
     free (body);
 
-    body = completion_chunk_json ("cmpl-0000000000000003", 1767322000, MODEL,
+    body = completion_chunk_json ("cmpl-0000000000000003", 1767322000, MODEL, 0,
                                   "", 0, "length", true);
     json_decref (s_check_completion_chunk (body, "", "length", true));
     free (body);
 
     //  One line of JSON: an SSE event cannot hold a newline.
-    body = completion_chunk_json ("cmpl-0000000000000003", 1767322000, MODEL,
+    body = completion_chunk_json ("cmpl-0000000000000003", 1767322000, MODEL, 0,
                                   "a\nb\n", 4, "stop", false);
     assert_null (strchr (body, '\n'));
+    free (body);
+}
+
+//  Three choices: each its own text and finish reason, in index order; one usage.
+static void
+test_completion_response_choices (void **state)
+{
+    (void) state;
+    completion_choice_t choices [3] = {
+        { "Once", 4, "stop" },
+        { "Upon a\ntime", 11, "length" },
+        { NULL, 0, "stop" },
+    };
+    char *body = completion_response_json ("cmpl-0000000000000005", 1767322000, MODEL,
+                                           choices, 3, 4, 9);
+    assert_non_null (body);
+    assert_string_equal (body,
+        "{\"id\":\"cmpl-0000000000000005\",\"object\":\"text_completion\","
+        "\"created\":1767322000,\"model\":\"" MODEL "\",\"choices\":["
+        "{\"index\":0,\"text\":\"Once\",\"logprobs\":null,\"finish_reason\":\"stop\"},"
+        "{\"index\":1,\"text\":\"Upon a\\ntime\",\"logprobs\":null,"
+        "\"finish_reason\":\"length\"},"
+        "{\"index\":2,\"text\":\"\",\"logprobs\":null,\"finish_reason\":\"stop\"}],"
+        "\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":9,\"total_tokens\":13}}");
+    free (body);
+
+    //  A chunk names its choice.
+    body = completion_chunk_json ("cmpl-0000000000000005", 1767322000, MODEL, 2,
+                                  " upon", 5, NULL, true);
+    assert_non_null (body);
+    assert_string_equal (body,
+        "{\"id\":\"cmpl-0000000000000005\",\"object\":\"text_completion\","
+        "\"created\":1767322000,\"model\":\"" MODEL "\",\"choices\":["
+        "{\"index\":2,\"text\":\" upon\",\"logprobs\":null,\"finish_reason\":null}],"
+        "\"usage\":null}");
+    free (body);
+    body = completion_chunk_json ("cmpl-0000000000000005", 1767322000, MODEL, 127,
+                                  "", 0, "length", false);
+    assert_non_null (body);
+    assert_string_equal (body,
+        "{\"id\":\"cmpl-0000000000000005\",\"object\":\"text_completion\","
+        "\"created\":1767322000,\"model\":\"" MODEL "\",\"choices\":["
+        "{\"index\":127,\"text\":\"\",\"logprobs\":null,\"finish_reason\":\"length\"}]}");
     free (body);
 }
 
@@ -478,8 +637,9 @@ test_completion_response_bad_utf8 (void **state)
     (void) state;
     //  A byte-level model can end on half a character: the body must stay valid JSON.
     const char text [] = "ab\xF0\x9F\x98";
+    completion_choice_t one = { text, sizeof text - 1, "stop" };
     char *body = completion_response_json ("cmpl-0000000000000002", 0, MODEL,
-                                           text, sizeof text - 1, "stop", 1, 1);
+                                           &one, 1, 1, 1);
     assert_non_null (body);
     json_t *root = json_loads (body, 0, NULL);
     assert_non_null (root);
@@ -635,13 +795,16 @@ main (void)
         cmocka_unit_test (test_parse_prompt),
         cmocka_unit_test (test_parse_max_tokens),
         cmocka_unit_test (test_parse_temperature),
+        cmocka_unit_test (test_parse_sampling),
         cmocka_unit_test (test_parse_seed_n_stream),
+        cmocka_unit_test (test_parse_n_best_of),
         cmocka_unit_test (test_parse_stop),
         cmocka_unit_test (test_parse_stream),
         cmocka_unit_test (test_completion_id),
         cmocka_unit_test (test_completion_response),
         cmocka_unit_test (test_completion_response_bad_utf8),
         cmocka_unit_test (test_completion_chunks),
+        cmocka_unit_test (test_completion_response_choices),
         cmocka_unit_test (test_usage_chunk),
         cmocka_unit_test (test_utf8_sanitize),
         cmocka_unit_test (test_models_list),

@@ -1167,15 +1167,19 @@ test_mkmodel_runs (void **state)
         s_make_model (&s_tiny_odd, types [t], 3, "run.gguf");
         gguf_t *gguf = s_open (s_path ("run.gguf"));
         char err [512] = "";
-        model_t *model = model_new (gguf, 1, 16, err, sizeof err);
+        model_t *model = model_new (gguf, 16, err, sizeof err);
         if (!model)
             fail_msg ("model_new: %s", err);
+        if (model_cache_new (model, 1, 16, err, sizeof err) != 0)
+            fail_msg ("model_cache_new: %s", err);
         assert_int_equal (model_config (model)->n_vocab, 512);
         assert_int_equal (model_config (model)->n_kv_heads, 1);
         uint32_t tokens [3] = { 1, 100, 200 };
-        const float *logits = model_forward (model, 0, 0, tokens, 3, err, sizeof err);
+        const uint32_t table [1] = { 0 };
+        model_seq_t seq = { tokens, 3, 0, table, 1, true };
+        const float *logits = model_forward_seqs (model, &seq, 1, err, sizeof err);
         if (!logits)
-            fail_msg ("model_forward: %s", err);
+            fail_msg ("model_forward_seqs: %s", err);
         for (uint32_t i = 0; i < 512; i++)
             assert_true (isfinite (logits [i]));
         model_destroy (&model);

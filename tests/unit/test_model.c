@@ -2,8 +2,10 @@
     (ZLLM_SHARED_DIR/reference/greedy.json and toy-chat.json: every token of every case),
     tiny models written here in every weight type, architecture and RoPE scaling against
     a plain dequantize-to-float reference forward pass, prefill against token by token,
-    threads against one thread, slots against each other, the error paths, and models
-    that must be refused.
+    threads against one thread, the paged KV cache (permuted block tables, block sizes,
+    forks by copied blocks), batches of many sequences against each sequence alone (bit
+    for bit), the error paths (which must leave the cache as it was), and models that
+    must be refused.
 */
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,11 +25,12 @@
 #include "kernels.h"
 #include "model.h"
 #include "quant.h"
-#include "sampler.h"
 
 #include <unistd.h>
 
 #define MAX_TOKENS 256
+//  The block size of the caches s_new_model makes.
+#define BLOCK_SIZE 16
 
 //  --- Helpers -----------------------------------------------------------------------------
 
@@ -50,14 +53,60 @@ s_open_model (const char *name)
     return gguf;
 }
 
+//  Blocks of BLOCK_SIZE positions that hold n_ctx positions.
+static uint32_t
+s_blocks_per_seq (const model_t *model)
+{
+    return (model_n_ctx (model) + BLOCK_SIZE - 1) / BLOCK_SIZE;
+}
+
+//  A model with a KV cache for n_seqs sequences of n_ctx positions, in blocks of
+//  BLOCK_SIZE: sequence s ("slot" s) holds blocks s * per_seq onwards (s_forward).
 static model_t *
-s_new_model (const gguf_t *gguf, uint32_t n_slots, uint32_t n_ctx)
+s_new_model (const gguf_t *gguf, uint32_t n_seqs, uint32_t n_ctx)
 {
     char err [512] = "";
-    model_t *model = model_new (gguf, n_slots, n_ctx, err, sizeof err);
+    model_t *model = model_new (gguf, n_ctx, err, sizeof err);
     if (!model)
         fail_msg ("model_new: %s", err);
+    if (model_cache_new (model, n_seqs * s_blocks_per_seq (model), BLOCK_SIZE,
+                         err, sizeof err) != 0)
+        fail_msg ("model_cache_new: %s", err);
     return model;
+}
+
+//  Fill table with n block ids first, first + 1, ...
+static void
+s_table (uint32_t *table, uint32_t n, uint32_t first)
+{
+    for (uint32_t i = 0; i < n; i++)
+        table [i] = first + i;
+}
+
+//  Run n tokens of sequence `slot` (s_new_model's layout) at pos; its logits.
+static const float *
+s_forward (model_t *model, uint32_t slot, uint32_t pos, const uint32_t *tokens, uint32_t n,
+           char *err, size_t err_size)
+{
+    uint32_t per_seq = s_blocks_per_seq (model);
+    uint32_t *table = malloc (per_seq * sizeof (uint32_t));
+    assert_non_null (table);
+    s_table (table, per_seq, slot * per_seq);
+    model_seq_t seq = { tokens, n, pos, table, per_seq, true };
+    const float *logits = model_forward_seqs (model, &seq, 1, err, err_size);
+    free (table);
+    return logits;
+}
+
+//  Greedy: the highest logit, the lowest id on a tie (as the sampler chooses).
+static uint32_t
+s_greedy (const float *logits, uint32_t n_vocab)
+{
+    uint32_t best = 0;
+    for (uint32_t i = 1; i < n_vocab; i++)
+        if (logits [i] > logits [best])
+            best = i;
+    return best;
 }
 
 static json_t *
@@ -92,16 +141,15 @@ s_generate (model_t *model, uint32_t slot, const uint32_t *prompt, uint32_t n_pr
             uint32_t n_predict, uint32_t *output)
 {
     char err [512] = "";
-    const float *logits = model_forward (model, slot, 0, prompt, n_prompt, err, sizeof err);
+    const float *logits = s_forward (model, slot, 0, prompt, n_prompt, err, sizeof err);
     if (!logits)
         fail_msg ("prefill: %s", err);
     uint32_t n_vocab = model_config (model)->n_vocab;
     for (uint32_t step = 0; step < n_predict; step++) {
-        output [step] = sampler_sample (logits, n_vocab, 0.0f, NULL, NULL);
+        output [step] = s_greedy (logits, n_vocab);
         if (step + 1 == n_predict)
             break;
-        logits = model_forward (model, slot, n_prompt + step, &output [step], 1,
-                                err, sizeof err);
+        logits = s_forward (model, slot, n_prompt + step, &output [step], 1, err, sizeof err);
         if (!logits)
             fail_msg ("step %u: %s", step, err);
     }
@@ -148,7 +196,7 @@ s_assert_model_refused (const uint8_t *data, size_t size, const char *word, cons
     gguf_t *gguf = gguf_open_memory (data, size, err, sizeof err);
     if (!gguf)
         fail_msg ("the patched file did not open: %s", err);
-    model_t *model = model_new (gguf, 1, 16, err, sizeof err);
+    model_t *model = model_new (gguf, 16, err, sizeof err);
     if (model)
         fail_msg ("a model with a bad %s was accepted", word);
     print_message ("# refused: %s\n", err);
@@ -177,13 +225,32 @@ test_config (void **state)
     assert_true (fabsf (config->rms_eps - 1e-5f) < 1e-10f);
     assert_true (config->rope_theta == 10000.0f);
     assert_int_equal (model_n_ctx (model), 2048);
-    assert_int_equal (model_n_slots (model), 3);
+    assert_int_equal (model_cache_block_size (model), BLOCK_SIZE);
+    assert_int_equal (model_cache_n_blocks (model), 3 * 2048 / BLOCK_SIZE);
+    //  A block: keys and values, 5 layers, 16 positions of 4 KV heads of 8, F16.
+    assert_int_equal (model_cache_block_bytes (model, 16), 2 * 5 * 16 * 32 * 2);
+    assert_int_equal (model_cache_block_bytes (model, 1), 2 * 5 * 32 * 2);
     model_destroy (&model);
     assert_null (model);
     model_destroy (&model);
 
     model = s_new_model (gguf, 1, 100);
     assert_int_equal (model_n_ctx (model), 100);
+    assert_int_equal (model_cache_n_blocks (model), 7);
+    model_destroy (&model);
+
+    //  No cache until model_cache_new; a new one replaces the old.
+    char err [512] = "";
+    model = model_new (gguf, 64, err, sizeof err);
+    assert_non_null (model);
+    assert_int_equal (model_cache_n_blocks (model), 0);
+    assert_int_equal (model_cache_block_size (model), 0);
+    assert_int_equal (model_cache_new (model, 10, 4, err, sizeof err), 0);
+    assert_int_equal (model_cache_n_blocks (model), 10);
+    assert_int_equal (model_cache_block_size (model), 4);
+    assert_int_equal (model_cache_new (model, 3, 1024, err, sizeof err), 0);
+    assert_int_equal (model_cache_n_blocks (model), 3);
+    assert_int_equal (model_cache_block_size (model), 1024);
     model_destroy (&model);
     gguf_destroy (&gguf);
 
@@ -199,7 +266,7 @@ test_config (void **state)
     gguf_destroy (&gguf);
 }
 
-//  Every case of greedy.json: the output must match for its stable steps.
+//  Every case of greedy.json: the output must match llama.cpp's, every token.
 static void
 test_greedy_reference (void **state)
 {
@@ -284,12 +351,12 @@ test_prefill_equals_token_by_token (void **state)
         model_t *single = s_new_model (gguf, 1, 64);
         uint32_t n_vocab = model_config (whole)->n_vocab;
         char err [512];
-        const float *logits = model_forward (whole, 0, 0, prompt, 12, err, sizeof err);
+        const float *logits = s_forward (whole, 0, 0, prompt, 12, err, sizeof err);
         assert_non_null (logits);
         float *expected = malloc (n_vocab * sizeof (float));
         memcpy (expected, logits, n_vocab * sizeof (float));
         for (uint32_t t = 0; t < 12; t++) {
-            logits = model_forward (single, 0, t, &prompt [t], 1, err, sizeof err);
+            logits = s_forward (single, 0, t, &prompt [t], 1, err, sizeof err);
             assert_non_null (logits);
         }
         for (uint32_t i = 0; i < n_vocab; i++) {
@@ -297,9 +364,9 @@ test_prefill_equals_token_by_token (void **state)
             assert_true (fabsf (logits [i] - expected [i]) <= 1e-5f);
         }
         //  Prefill in two pieces too.
-        logits = model_forward (whole, 0, 0, prompt, 5, err, sizeof err);
+        logits = s_forward (whole, 0, 0, prompt, 5, err, sizeof err);
         assert_non_null (logits);
-        logits = model_forward (whole, 0, 5, prompt + 5, 7, err, sizeof err);
+        logits = s_forward (whole, 0, 5, prompt + 5, 7, err, sizeof err);
         assert_non_null (logits);
         for (uint32_t i = 0; i < n_vocab; i++)
             assert_true (fabsf (logits [i] - expected [i]) <= 1e-5f);
@@ -310,9 +377,10 @@ test_prefill_equals_token_by_token (void **state)
     }
 }
 
-//  Two sequences in two slots, stepped in turn, give what each gives alone.
+//  Two sequences in blocks of their own, stepped in turn (one call each), give what
+//  each gives alone.
 static void
-test_slots_are_independent (void **state)
+test_sequences_are_independent (void **state)
 {
     (void) state;
     gguf_t *gguf = s_open_model ("stories260K.gguf");
@@ -322,7 +390,7 @@ test_slots_are_independent (void **state)
     uint32_t alone_a [32], alone_b [32];
     model_t *model = s_new_model (gguf, 1, 64);
     s_generate (model, 0, prompt_a, 5, n_predict, alone_a);
-    s_generate (model, 0, prompt_b, 5, n_predict, alone_b);     //  same slot, reused
+    s_generate (model, 0, prompt_b, 5, n_predict, alone_b);     //  same blocks, reused
     model_destroy (&model);
     //  Sanity: the two prompts lead to different stories.
     assert_true (memcmp (alone_a, alone_b, sizeof (uint32_t) * n_predict) != 0);
@@ -332,21 +400,21 @@ test_slots_are_independent (void **state)
     const float *logits;
     uint32_t n_vocab = model_config (model)->n_vocab;
     uint32_t next_a, next_b;
-    logits = model_forward (model, 2, 0, prompt_a, 5, err, sizeof err);
+    logits = s_forward (model, 2, 0, prompt_a, 5, err, sizeof err);
     assert_non_null (logits);
-    next_a = sampler_sample (logits, n_vocab, 0.0f, NULL, NULL);
-    logits = model_forward (model, 0, 0, prompt_b, 5, err, sizeof err);
+    next_a = s_greedy (logits, n_vocab);
+    logits = s_forward (model, 0, 0, prompt_b, 5, err, sizeof err);
     assert_non_null (logits);
-    next_b = sampler_sample (logits, n_vocab, 0.0f, NULL, NULL);
+    next_b = s_greedy (logits, n_vocab);
     for (uint32_t step = 0; step < n_predict; step++) {
         assert_int_equal (next_a, alone_a [step]);
         assert_int_equal (next_b, alone_b [step]);
-        logits = model_forward (model, 2, 5 + step, &next_a, 1, err, sizeof err);
+        logits = s_forward (model, 2, 5 + step, &next_a, 1, err, sizeof err);
         assert_non_null (logits);
-        next_a = sampler_sample (logits, n_vocab, 0.0f, NULL, NULL);
-        logits = model_forward (model, 0, 5 + step, &next_b, 1, err, sizeof err);
+        next_a = s_greedy (logits, n_vocab);
+        logits = s_forward (model, 0, 5 + step, &next_b, 1, err, sizeof err);
         assert_non_null (logits);
-        next_b = sampler_sample (logits, n_vocab, 0.0f, NULL, NULL);
+        next_b = s_greedy (logits, n_vocab);
     }
     model_destroy (&model);
     gguf_destroy (&gguf);
@@ -354,69 +422,152 @@ test_slots_are_independent (void **state)
 
 //  --- Errors ------------------------------------------------------------------------------
 
+//  Run a call that must be refused: NULL, with a message that contains `word`.
+static void
+s_assert_refused (model_t *model, const model_seq_t *seqs, uint32_t n_seqs, const char *word,
+                  const char *other)
+{
+    char err [512] = "";
+    const float *logits = model_forward_seqs (model, seqs, n_seqs, err, sizeof err);
+    if (logits)
+        fail_msg ("a call that names %s was run", word);
+    print_message ("# refused: %s\n", err);
+    if (!strstr (err, word) || (other && !strstr (err, other)))
+        fail_msg ("message '%s' does not name %s", err, word);
+}
+
+//  Every refused call returns NULL with a message that names the sequence, and leaves
+//  the cache as it was: each one also carries a good sequence that would overwrite a
+//  cached sequence's first positions, before the bad one; the cached sequence's next
+//  logits must stay bit for bit the same.
 static void
 test_forward_errors (void **state)
 {
     (void) state;
     gguf_t *gguf = s_open_model ("stories260K.gguf");
-    model_t *model = s_new_model (gguf, 2, 16);
+    char err [512] = "";
     const uint32_t prompt [5] = { 1, 403, 407, 261, 378 };
-    char err [512];
+    const uint32_t other [5] = { 1, 291, 376, 400, 428 };
 
-    err [0] = 0;
-    assert_null (model_forward (model, 2, 0, prompt, 5, err, sizeof err));
-    assert_non_null (strstr (err, "slot"));
-    err [0] = 0;
-    assert_null (model_forward (model, 0, 12, prompt, 5, err, sizeof err));
-    assert_non_null (strstr (err, "context"));
-    err [0] = 0;
-    assert_null (model_forward (model, 0, 16, prompt, 1, err, sizeof err));
-    assert_true (strlen (err) > 0);
-    err [0] = 0;
-    assert_null (model_forward (model, 0, UINT32_MAX, prompt, 2, err, sizeof err));
-    assert_true (strlen (err) > 0);
-    err [0] = 0;
-    assert_null (model_forward (model, 0, 0, prompt, 0, err, sizeof err));
-    assert_true (strlen (err) > 0);
-    err [0] = 0;
-    assert_null (model_forward (model, 0, 0, NULL, 3, err, sizeof err));
-    assert_true (strlen (err) > 0);
-    const uint32_t bad [3] = { 1, 512, 2 };
-    err [0] = 0;
-    assert_null (model_forward (model, 0, 0, bad, 3, err, sizeof err));
-    assert_non_null (strstr (err, "512"));
-
-    //  The last position fits.
-    const float *logits = model_forward (model, 1, 11, prompt, 5, err, sizeof err);
-    assert_non_null (logits);
-
-    //  A refused call leaves the slot as it was: generation goes on as if it never came.
-    uint32_t reference [8], output [8];
-    model_t *clean = s_new_model (gguf, 1, 16);
-    s_generate (clean, 0, prompt, 5, 8, reference);
-    model_destroy (&clean);
-    uint32_t n_vocab = model_config (model)->n_vocab;
-    logits = model_forward (model, 0, 0, prompt, 5, err, sizeof err);
-    assert_non_null (logits);
-    output [0] = sampler_sample (logits, n_vocab, 0.0f, NULL, NULL);
-    const uint32_t bad_at_five [2] = { 7, 600 };
-    assert_null (model_forward (model, 0, 5, bad_at_five, 2, err, sizeof err));
-    for (uint32_t step = 1; step < 8; step++) {
-        logits = model_forward (model, 0, 4 + step, &output [step - 1], 1, err, sizeof err);
-        assert_non_null (logits);
-        output [step] = sampler_sample (logits, n_vocab, 0.0f, NULL, NULL);
-    }
-    assert_memory_equal (output, reference, sizeof reference);
-
+    //  No cache yet.
+    model_t *model = model_new (gguf, 16, err, sizeof err);
+    assert_non_null (model);
+    const uint32_t table [4] = { 0, 1, 2, 3 };
+    model_seq_t good = { prompt, 5, 0, table, 4, true };
+    s_assert_refused (model, &good, 1, "cache", NULL);
     model_destroy (&model);
 
-    //  model_new's own errors.
+    //  16 positions: blocks of 4, a pool of 6. The cached sequence holds blocks 0..3.
+    model = model_new (gguf, 16, err, sizeof err);
+    assert_non_null (model);
+    assert_int_equal (model_cache_new (model, 6, 4, err, sizeof err), 0);
+    uint32_t n_vocab = model_config (model)->n_vocab;
+    assert_non_null (model_forward_seqs (model, &good, 1, err, sizeof err));
+    const uint32_t next = 300;
+    model_seq_t step = { &next, 1, 5, table, 4, true };
+    const float *logits = model_forward_seqs (model, &step, 1, err, sizeof err);
+    assert_non_null (logits);
+    float *expected = malloc (n_vocab * sizeof (float));
+    memcpy (expected, logits, n_vocab * sizeof (float));
+
+    //  The good sequence of every refused call: other tokens into the same blocks.
+    model_seq_t calls [2];
+    calls [0] = (model_seq_t) { other, 5, 0, table, 4, true };
+
+    s_assert_refused (model, NULL, 0, "no sequences", NULL);
+    s_assert_refused (model, calls, 0, "no sequences", NULL);
+    //  No tokens.
+    calls [1] = (model_seq_t) { prompt, 0, 0, table, 4, true };
+    s_assert_refused (model, calls, 2, "sequence 1", "no tokens");
+    calls [1] = (model_seq_t) { NULL, 3, 0, table, 4, true };
+    s_assert_refused (model, calls, 2, "sequence 1", "no tokens");
+    //  A token id.
+    const uint32_t bad [3] = { 1, 512, 2 };
+    calls [1] = (model_seq_t) { bad, 3, 0, table, 4, true };
+    s_assert_refused (model, calls, 2, "sequence 1", "512");
+    const uint32_t bad_at_five [2] = { 7, 600 };
+    calls [1] = (model_seq_t) { bad_at_five, 2, 5, table, 4, true };
+    s_assert_refused (model, calls, 2, "600", "position 6");
+    //  Positions past the context: the last position fits, one more does not.
+    calls [1] = (model_seq_t) { prompt, 5, 12, table, 4, true };
+    s_assert_refused (model, calls, 2, "sequence 1", "context");
+    calls [1] = (model_seq_t) { prompt, 1, 16, table, 4, true };
+    s_assert_refused (model, calls, 2, "sequence 1", "context");
+    calls [1] = (model_seq_t) { prompt, 2, UINT32_MAX, table, 4, true };
+    s_assert_refused (model, calls, 2, "sequence 1", "context");
+    //  A block id out of the pool, in a table entry that is read (entry 1: positions 4..7).
+    const uint32_t bad_block [4] = { 4, 6, 5, 5 };
+    calls [1] = (model_seq_t) { prompt, 5, 0, bad_block, 4, true };
+    s_assert_refused (model, calls, 2, "sequence 1", "block 6");
+    const uint32_t huge_block [2] = { 5, UINT32_MAX };
+    calls [1] = (model_seq_t) { prompt, 5, 0, huge_block, 2, true };
+    s_assert_refused (model, calls, 2, "sequence 1", "out of range");
+    //  A table too short: positions 0..4 need two blocks of 4; and none at all.
+    calls [1] = (model_seq_t) { prompt, 5, 0, table, 1, true };
+    s_assert_refused (model, calls, 2, "sequence 1", "table");
+    calls [1] = (model_seq_t) { prompt, 5, 0, NULL, 4, true };
+    s_assert_refused (model, calls, 2, "sequence 1", "table");
+    //  The first sequence is checked too.
+    calls [1] = calls [0];
+    calls [0] = (model_seq_t) { prompt, 5, 0, table, 1, true };
+    s_assert_refused (model, calls, 2, "sequence 0", "table");
+
+    //  Entries past what the positions need are not read; block ids in them may be
+    //  anything.
+    const uint32_t long_table [5] = { 4, 5, UINT32_MAX, 99, 7 };
+    calls [0] = (model_seq_t) { other, 5, 0, long_table, 5, false };
+    assert_non_null (model_forward_seqs (model, calls, 1, err, sizeof err));
+
+    //  The cached sequence is untouched.
+    logits = model_forward_seqs (model, &step, 1, err, sizeof err);
+    assert_non_null (logits);
+    assert_memory_equal (logits, expected, n_vocab * sizeof (float));
+
+    //  The last position fits.
+    model_seq_t last = { prompt, 5, 11, table, 4, true };
+    assert_non_null (model_forward_seqs (model, &last, 1, err, sizeof err));
+
+    //  Bad cache sizes are refused and leave the cache as it was.
     err [0] = 0;
-    assert_null (model_new (gguf, 0, 16, err, sizeof err));
-    assert_true (strlen (err) > 0);
+    assert_int_equal (model_cache_new (model, 6, 0, err, sizeof err), -1);
+    assert_non_null (strstr (err, "block size"));
     err [0] = 0;
-    assert_null (model_new (gguf, UINT32_MAX, UINT32_MAX, err, sizeof err));
+    assert_int_equal (model_cache_new (model, 6, 1025, err, sizeof err), -1);
+    assert_non_null (strstr (err, "block size"));
+    err [0] = 0;
+    assert_int_equal (model_cache_new (model, 0, 16, err, sizeof err), -1);
     assert_true (strlen (err) > 0);
+    assert_int_equal (model_cache_n_blocks (model), 6);
+    assert_int_equal (model_cache_block_size (model), 4);
+
+    //  model_copy_blocks: ids out of range, copying nothing.
+    const uint32_t from [2] = { 0, 1 }, to_bad [2] = { 5, 6 };
+    err [0] = 0;
+    assert_int_equal (model_copy_blocks (model, from, to_bad, 2, err, sizeof err), -1);
+    assert_non_null (strstr (err, "6"));
+    const uint32_t from_bad [1] = { 17 }, to [1] = { 0 };
+    assert_int_equal (model_copy_blocks (model, from_bad, to, 1, err, sizeof err), -1);
+    assert_int_equal (model_copy_blocks (model, NULL, NULL, 0, err, sizeof err), 0);
+    //  A block copied onto itself changes nothing.
+    const uint32_t same [1] = { 1 };
+    assert_int_equal (model_copy_blocks (model, same, same, 1, err, sizeof err), 0);
+    logits = model_forward_seqs (model, &step, 1, err, sizeof err);
+    assert_non_null (logits);
+    assert_memory_equal (logits, expected, n_vocab * sizeof (float));
+    //  The check can fail: block 5 (position 4 of `other`) onto block 1 changes them.
+    const uint32_t five [1] = { 5 };
+    assert_int_equal (model_copy_blocks (model, five, same, 1, err, sizeof err), 0);
+    logits = model_forward_seqs (model, &step, 1, err, sizeof err);
+    assert_non_null (logits);
+    assert_true (memcmp (logits, expected, n_vocab * sizeof (float)) != 0);
+    model_destroy (&model);
+
+    model = model_new (gguf, 16, err, sizeof err);
+    err [0] = 0;
+    assert_int_equal (model_copy_blocks (model, from, to, 1, err, sizeof err), -1);
+    assert_non_null (strstr (err, "cache"));
+    model_destroy (&model);
+    free (expected);
     gguf_destroy (&gguf);
 }
 
@@ -427,7 +578,7 @@ test_vocab_only_refused (void **state)
     (void) state;
     gguf_t *gguf = s_open_model ("vocab/ggml-vocab-llama-spm.gguf");
     char err [512] = "";
-    model_t *model = model_new (gguf, 1, 16, err, sizeof err);
+    model_t *model = model_new (gguf, 16, err, sizeof err);
     assert_null (model);
     assert_true (strlen (err) > 0);
     print_message ("# vocab-only: %s\n", err);
@@ -457,11 +608,12 @@ test_bad_models_refused (void **state)
     char load_err [512] = "";
     gguf_t *patched_gguf = gguf_open_memory (patched, size, load_err, sizeof load_err);
     assert_non_null (patched_gguf);
-    model_t *patched_model = model_new (patched_gguf, 1, 8, load_err, sizeof load_err);
+    model_t *patched_model = model_new (patched_gguf, 8, load_err, sizeof load_err);
     if (!patched_model)
         fail_msg ("a Q8_0 attn_q was refused: %s", load_err);
+    assert_int_equal (model_cache_new (patched_model, 1, 8, load_err, sizeof load_err), 0);
     const uint32_t two [2] = { 1, 2 };
-    assert_non_null (model_forward (patched_model, 0, 0, two, 2, load_err, sizeof load_err));
+    assert_non_null (s_forward (patched_model, 0, 0, two, 2, load_err, sizeof load_err));
     model_destroy (&patched_model);
     gguf_destroy (&patched_gguf);
 
@@ -512,7 +664,7 @@ test_bad_models_refused (void **state)
     char err [512] = "";
     gguf_t *gguf = gguf_open_memory (patched, size, err, sizeof err);
     assert_non_null (gguf);
-    model_t *model = model_new (gguf, 1, 8, err, sizeof err);
+    model_t *model = model_new (gguf, 8, err, sizeof err);
     assert_non_null (model);
     model_destroy (&model);
     gguf_destroy (&gguf);
@@ -542,11 +694,15 @@ test_corrupt_headers_never_crash (void **state)
         data [where] ^= (uint8_t) (1u << ((random >> 32) % 8));
         char err [512] = "";
         gguf_t *gguf = gguf_open_memory (data, size, err, sizeof err);
-        model_t *model = gguf? model_new (gguf, 1, 4, err, sizeof err): NULL;
+        model_t *model = gguf? model_new (gguf, 4, err, sizeof err): NULL;
+        if (model && model_cache_new (model, 2, 2, err, sizeof err) != 0)
+            model_destroy (&model);
         if (model) {
             const uint32_t tokens [2] = { 0, 1 };
+            const uint32_t table [1] = { 1 };
             uint32_t n_tokens = model_config (model)->n_vocab > 1? 2: 1;
-            const float *logits = model_forward (model, 0, 0, tokens, n_tokens, err, sizeof err);
+            model_seq_t seq = { tokens, n_tokens, 0, table, 1, true };
+            const float *logits = model_forward_seqs (model, &seq, 1, err, sizeof err);
             assert_non_null (logits);
             model_destroy (&model);
             loaded++;
@@ -990,10 +1146,10 @@ s_compare_with_reference (const gguf_t *gguf, const tiny_shape_t *shape, double 
         s_reference_step (ref, tokens [t], t, expected);
         const float *logits = NULL;
         if (t + 1 == n_prompt)
-            logits = model_forward (model, 1, 0, tokens, n_prompt, err, sizeof err);
+            logits = s_forward (model, 1, 0, tokens, n_prompt, err, sizeof err);
         else
         if (t >= n_prompt)
-            logits = model_forward (model, 1, t, &tokens [t], 1, err, sizeof err);
+            logits = s_forward (model, 1, t, &tokens [t], 1, err, sizeof err);
         else
             continue;
         if (!logits)
@@ -1022,11 +1178,11 @@ s_prompt_logits (const gguf_t *gguf, uint32_t n_threads, const uint32_t *tokens,
     assert_int_equal (model_set_threads (model, n_threads, err, sizeof err), 0);
     assert_int_equal (model_n_threads (model), n_threads);
     uint32_t n_vocab = model_config (model)->n_vocab;
-    const float *logits = model_forward (model, 0, 0, tokens, n, err, sizeof err);
+    const float *logits = s_forward (model, 0, 0, tokens, n, err, sizeof err);
     assert_non_null (logits);
     memcpy (whole, logits, n_vocab * sizeof (float));
     for (uint32_t t = 0; t < n; t++) {
-        logits = model_forward (model, 1, t, &tokens [t], 1, err, sizeof err);
+        logits = s_forward (model, 1, t, &tokens [t], 1, err, sizeof err);
         assert_non_null (logits);
     }
     memcpy (single, logits, n_vocab * sizeof (float));
@@ -1137,7 +1293,7 @@ test_qwen2 (void **state)
     shape.architecture = "qwen2";
     gguf_t *gguf = s_tiny_model (&shape);
     char err [512] = "";
-    assert_null (model_new (gguf, 1, 16, err, sizeof err));
+    assert_null (model_new (gguf, 16, err, sizeof err));
     print_message ("# refused: %s\n", err);
     assert_non_null (strstr (err, "blk.0.attn_q.bias"));
     gguf_destroy (&gguf);
@@ -1190,7 +1346,7 @@ test_rope_scaling (void **state)
     shape.rope_scaling = "yarn";
     gguf_t *yarn = s_tiny_model (&shape);
     char err [512] = "";
-    assert_null (model_new (yarn, 1, 16, err, sizeof err));
+    assert_null (model_new (yarn, 16, err, sizeof err));
     print_message ("# refused: %s\n", err);
     assert_non_null (strstr (err, "yarn"));
     gguf_destroy (&yarn);
@@ -1225,13 +1381,457 @@ test_threads (void **state)
     model_destroy (&model);
     setenv ("ZLLM_THREADS", "three", 1);
     err [0] = 0;
-    assert_null (model_new (gguf, 1, 16, err, sizeof err));
+    assert_null (model_new (gguf, 16, err, sizeof err));
     assert_non_null (strstr (err, "ZLLM_THREADS"));
     setenv ("ZLLM_THREADS", "0", 1);
-    assert_null (model_new (gguf, 1, 16, err, sizeof err));
+    assert_null (model_new (gguf, 16, err, sizeof err));
     unsetenv ("ZLLM_THREADS");
     if (saved [0])
         setenv ("ZLLM_THREADS", saved, 1);
+    gguf_destroy (&gguf);
+}
+
+//  --- The paged cache and batches -----------------------------------------------------------
+
+static uint64_t
+s_next_random (uint64_t *state)
+{
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    return *state * 2685821657736338717ULL;
+}
+
+//  The block ids 0 .. n_blocks - 1 in a scrambled order (a seeded shuffle).
+static void
+s_scrambled_blocks (uint32_t *blocks, uint32_t n_blocks, uint64_t seed)
+{
+    uint64_t state = seed * 0x9E3779B97F4A7C15ULL + 1;
+    for (uint32_t i = 0; i < n_blocks; i++)
+        blocks [i] = i;
+    for (uint32_t i = n_blocks - 1; i > 0; i--) {
+        uint32_t j = (uint32_t) (s_next_random (&state) % (i + 1));
+        uint32_t swap = blocks [i];
+        blocks [i] = blocks [j];
+        blocks [j] = swap;
+    }
+}
+
+//  Run one sequence (prompt in one call, then n_steps greedy steps) in a model whose
+//  cache has blocks of block_size, the sequence in `table_blocks` of a pool 3 times
+//  as large, the rest of the pool filled first with another sequence's keys and
+//  values. The prompt's logits and each step's go to logits [(n_steps + 1) * n_vocab].
+static void
+s_run_paged (const gguf_t *gguf, uint32_t block_size, bool scrambled,
+             const uint32_t *prompt, uint32_t n_prompt, uint32_t n_steps, float *logits_out)
+{
+    char err [512] = "";
+    const uint32_t n_ctx = 128;
+    model_t *model = model_new (gguf, n_ctx, err, sizeof err);
+    assert_non_null (model);
+    uint32_t n_vocab = model_config (model)->n_vocab;
+    uint32_t n_needed = (n_prompt + n_steps + block_size - 1) / block_size;
+    uint32_t n_blocks = 3 * n_needed + 1;
+    assert_int_equal (model_cache_new (model, n_blocks, block_size, err, sizeof err), 0);
+    uint32_t *blocks = malloc (n_blocks * sizeof (uint32_t));
+    assert_non_null (blocks);
+    if (scrambled) {
+        s_scrambled_blocks (blocks, n_blocks, block_size);
+        //  Not in order: some neighbours in the table are not neighbours in the pool.
+        bool in_order = true;
+        for (uint32_t i = 0; i + 1 < n_needed; i++)
+            in_order = in_order && blocks [i + 1] == blocks [i] + 1;
+        assert_true (n_needed < 2 || !in_order);
+    }
+    else
+        s_table (blocks, n_blocks, 0);
+    const uint32_t *table = blocks, *others = blocks + n_needed;
+
+    //  The other blocks get another sequence's keys and values: reading them by mistake
+    //  would show.
+    uint32_t n_other = (n_blocks - n_needed) * block_size;
+    if (n_other > n_ctx)
+        n_other = n_ctx;
+    uint32_t *other = malloc (n_other * sizeof (uint32_t));
+    for (uint32_t i = 0; i < n_other; i++)
+        other [i] = (i * 13 + 5) % n_vocab;
+    model_seq_t decoy = { other, n_other, 0, others, n_blocks - n_needed, false };
+    assert_non_null (model_forward_seqs (model, &decoy, 1, err, sizeof err));
+    free (other);
+
+    model_seq_t seq = { prompt, n_prompt, 0, table, n_needed, true };
+    const float *logits = model_forward_seqs (model, &seq, 1, err, sizeof err);
+    if (!logits)
+        fail_msg ("prefill: %s", err);
+    memcpy (logits_out, logits, n_vocab * sizeof (float));
+    for (uint32_t step = 1; step <= n_steps; step++) {
+        uint32_t token = s_greedy (logits, n_vocab);
+        seq = (model_seq_t) { &token, 1, n_prompt + step - 1, table, n_needed, true };
+        logits = model_forward_seqs (model, &seq, 1, err, sizeof err);
+        if (!logits)
+            fail_msg ("step %u: %s", step, err);
+        memcpy (logits_out + (size_t) step * n_vocab, logits, n_vocab * sizeof (float));
+    }
+    free (blocks);
+    model_destroy (&model);
+}
+
+//  A sequence in scrambled blocks, among blocks full of another sequence, of sizes 1,
+//  16 and 7 (neither divides the 37-token prompt), gives the logits of the same
+//  sequence in contiguous blocks of 16, bit for bit.
+static void
+test_scrambled_blocks (void **state)
+{
+    (void) state;
+    const char *models [3] = { "stories260K.gguf", "llama-2-tiny-random.gguf", "toy-chat.gguf" };
+    uint32_t prompt [37];
+    for (uint32_t i = 0; i < 37; i++)
+        prompt [i] = i? (i * 37 + 11) % 500: 1;
+    const uint32_t n_steps = 6;
+    for (int m = 0; m < 3; m++) {
+        gguf_t *gguf = s_open_model (models [m]);
+        uint32_t n_vocab = (uint32_t) gguf_find_tensor (gguf, "token_embd.weight")->ne [1];
+        size_t bytes = (size_t) (n_steps + 1) * n_vocab * sizeof (float);
+        float *expected = malloc (bytes), *logits = malloc (bytes);
+        assert_non_null (expected);
+        assert_non_null (logits);
+        s_run_paged (gguf, 16, false, prompt, 37, n_steps, expected);
+        const struct { uint32_t block_size; bool scrambled; } layouts [] = {
+            { 16, true }, { 1, true }, { 1, false }, { 7, true }, { 7, false }, { 128, false }
+        };
+        for (size_t l = 0; l < sizeof layouts / sizeof layouts [0]; l++) {
+            s_run_paged (gguf, layouts [l].block_size, layouts [l].scrambled, prompt, 37,
+                         n_steps, logits);
+            if (memcmp (logits, expected, bytes) != 0)
+                fail_msg ("%s: blocks of %u%s give other logits than contiguous blocks of 16",
+                          models [m], layouts [l].block_size,
+                          layouts [l].scrambled? ", scrambled,": "");
+        }
+        print_message ("# %s: blocks of 1, 7, 16, 128, scrambled or not: the same logits\n",
+                       models [m]);
+        free (expected);
+        free (logits);
+        gguf_destroy (&gguf);
+    }
+}
+
+#define BATCH_SEQS 8
+#define BATCH_STEPS 12
+#define BATCH_CTX 320
+
+//  One sequence of the batch test: its prompt, then the tokens greedy decoding chose
+//  when it ran alone, and the logits it had then (after the prompt, then each step).
+typedef struct {
+    uint32_t tokens [BATCH_CTX];
+    uint32_t n_prompt;
+    float *logits;                      //  [BATCH_STEPS + 1][n_vocab]
+    uint32_t start;                     //  the round it starts in, in the batch
+    uint32_t chunk;                     //  prompt tokens per call, in the batch
+    uint32_t table [BATCH_CTX];
+    uint32_t n_table;
+    uint32_t done;                      //  positions run, in the batch
+} batch_seq_t;
+
+//  Run every sequence alone: the prompt in one call, then greedy steps one by one.
+static void
+s_batch_alone (const gguf_t *gguf, batch_seq_t *seqs, uint32_t n_vocab)
+{
+    for (uint32_t i = 0; i < BATCH_SEQS; i++) {
+        batch_seq_t *seq = &seqs [i];
+        model_t *model = s_new_model (gguf, 1, BATCH_CTX);
+        char err [512] = "";
+        const float *logits = s_forward (model, 0, 0, seq->tokens, seq->n_prompt,
+                                         err, sizeof err);
+        assert_non_null (logits);
+        for (uint32_t k = 0; ; k++) {
+            memcpy (seq->logits + (size_t) k * n_vocab, logits, n_vocab * sizeof (float));
+            uint32_t pos = seq->n_prompt + k;
+            seq->tokens [pos] = s_greedy (logits, n_vocab);
+            if (k == BATCH_STEPS)
+                break;
+            logits = s_forward (model, 0, pos, &seq->tokens [pos], 1, err, sizeof err);
+            assert_non_null (logits);
+        }
+        model_destroy (&model);
+    }
+}
+
+//  Run all the sequences together, in rounds: sequence i joins in round `start`, then
+//  each round brings its next prompt chunk or its next token (the one it chose alone),
+//  in an order that turns every round; blocks come from a scrambled pool as the
+//  sequences grow. Every logits row must be the one it had alone: bit for bit when
+//  exact, else within `tolerance` (relative). Returns the largest error.
+static double
+s_batch_together (const gguf_t *gguf, batch_seq_t *seqs, uint32_t n_vocab, uint32_t n_threads,
+                  bool exact, double tolerance)
+{
+    char err [512] = "";
+    model_t *model = model_new (gguf, BATCH_CTX, err, sizeof err);
+    assert_non_null (model);
+    assert_int_equal (model_set_threads (model, n_threads, err, sizeof err), 0);
+    const uint32_t block_size = 16;
+    const uint32_t n_blocks = BATCH_SEQS * BATCH_CTX / block_size;
+    assert_int_equal (model_cache_new (model, n_blocks, block_size, err, sizeof err), 0);
+    uint32_t free_blocks [BATCH_SEQS * BATCH_CTX / 16];
+    s_scrambled_blocks (free_blocks, n_blocks, 99);
+    uint32_t n_used = 0;
+    for (uint32_t i = 0; i < BATCH_SEQS; i++) {
+        seqs [i].done = 0;
+        seqs [i].n_table = 0;
+    }
+    bool mixed = false, all_in_one = false, long_pass = false;
+    double worst = 0;
+    for (uint32_t round = 0; ; round++) {
+        model_seq_t calls [BATCH_SEQS];
+        uint32_t which [BATCH_SEQS];
+        uint32_t n_calls = 0, n_rows = 0;
+        bool prefill = false, decode = false;
+        for (uint32_t j = 0; j < BATCH_SEQS; j++) {
+            uint32_t i = (j + round) % BATCH_SEQS;
+            batch_seq_t *seq = &seqs [i];
+            uint32_t total = seq->n_prompt + BATCH_STEPS;
+            if (round < seq->start || seq->done == total)
+                continue;
+            uint32_t n = 1;
+            if (seq->done < seq->n_prompt) {
+                n = seq->n_prompt - seq->done < seq->chunk? seq->n_prompt - seq->done
+                                                          : seq->chunk;
+                prefill = true;
+            }
+            else
+                decode = true;
+            while (seq->n_table * block_size < seq->done + n)
+                seq->table [seq->n_table++] = free_blocks [n_used++];
+            calls [n_calls] = (model_seq_t) { seq->tokens + seq->done, n, seq->done,
+                                              seq->table, seq->n_table,
+                                              seq->done + n >= seq->n_prompt };
+            which [n_calls++] = i;
+            n_rows += n;
+        }
+        if (n_calls == 0)
+            break;
+        mixed = mixed || (prefill && decode);
+        all_in_one = all_in_one || n_calls == BATCH_SEQS;
+        long_pass = long_pass || n_rows > 256;
+        const float *logits = model_forward_seqs (model, calls, n_calls, err, sizeof err);
+        if (!logits)
+            fail_msg ("round %u: %s", round, err);
+        uint32_t row = 0;
+        for (uint32_t c = 0; c < n_calls; c++) {
+            batch_seq_t *seq = &seqs [which [c]];
+            seq->done += calls [c].n_tokens;
+            if (!calls [c].want_logits)
+                continue;
+            uint32_t k = seq->done - seq->n_prompt;
+            const float *got = logits + (size_t) row++ * n_vocab;
+            const float *expected = seq->logits + (size_t) k * n_vocab;
+            if (exact) {
+                if (memcmp (got, expected, n_vocab * sizeof (float)) != 0)
+                    fail_msg ("round %u: sequence %u, step %u: the logits differ from alone",
+                              round, which [c], k);
+                assert_int_equal (s_greedy (got, n_vocab), seq->tokens [seq->done]);
+            }
+            double error = s_relative_error (got, expected, n_vocab);
+            if (error > worst)
+                worst = error;
+            if (!(error <= tolerance))
+                fail_msg ("round %u: sequence %u, step %u: logits %.3g from alone", round,
+                          which [c], k, error);
+        }
+    }
+    //  The schedule did what it is for.
+    assert_true (mixed && all_in_one && long_pass);
+    model_destroy (&model);
+    return worst;
+}
+
+//  Eight sequences, greedily decoded alone and then together in one batch a step
+//  (prompt chunks of several sizes, a 270-token prompt that spans two passes, single
+//  tokens at different positions, two threads): the same logits, bit for bit, on a
+//  quantized model and on stories260K (F32) with OpenBLAS off; with OpenBLAS on,
+//  stories260K's are within float rounding.
+static void
+test_batch_equals_alone (void **state)
+{
+    (void) state;
+    tiny_shape_t shape = s_tiny_shape (GGML_TYPE_Q8_0);
+    shape.context = BATCH_CTX;
+    shape.seed = 5;
+    gguf_t *models [2] = { s_tiny_model (&shape), s_open_model ("stories260K.gguf") };
+    const char *names [2] = { "Q8_0 tiny model", "stories260K" };
+    const uint32_t lengths [BATCH_SEQS] = { 1, 3, 270, 16, 17, 33, 5, 40 };
+    const uint32_t chunks [BATCH_SEQS] = { 1, 2, 270, 16, 7, 10, 5, 13 };
+    bool had_blas = kernels_blas_available ();
+    for (int m = 0; m < 2; m++) {
+        uint32_t n_vocab = (uint32_t) gguf_find_tensor (models [m], "token_embd.weight")->ne [1];
+        batch_seq_t *seqs = calloc (BATCH_SEQS, sizeof (batch_seq_t));
+        assert_non_null (seqs);
+        for (uint32_t i = 0; i < BATCH_SEQS; i++) {
+            seqs [i].n_prompt = lengths [i];
+            for (uint32_t t = 0; t < lengths [i]; t++)
+                seqs [i].tokens [t] = t? (t * 31 + i * 97 + 7) % n_vocab: 1;
+            seqs [i].start = i % 4;
+            seqs [i].chunk = chunks [i];
+            seqs [i].logits = malloc ((size_t) (BATCH_STEPS + 1) * n_vocab * sizeof (float));
+            assert_non_null (seqs [i].logits);
+        }
+        //  Exact: OpenBLAS off (a no-op for the quantized model, which never uses it).
+        kernels_set_blas (false);
+        s_batch_alone (models [m], seqs, n_vocab);
+        s_batch_together (models [m], seqs, n_vocab, 2, true, 0);
+        kernels_set_blas (had_blas);
+        print_message ("# %s: 8 sequences in one batch, bit for bit as alone\n", names [m]);
+        if (m == 1 && had_blas) {
+            s_batch_alone (models [m], seqs, n_vocab);
+            double worst = s_batch_together (models [m], seqs, n_vocab, 2, false, 1e-3);
+            print_message ("# %s with OpenBLAS: batch against alone within %.2g\n",
+                           names [m], worst);
+        }
+        for (uint32_t i = 0; i < BATCH_SEQS; i++)
+            free (seqs [i].logits);
+        free (seqs);
+        gguf_destroy (&models [m]);
+    }
+}
+
+//  Fork a sequence by copying its blocks: a full copy, and a copy-on-write fork that
+//  shares the full blocks and copies only the last, partly filled one. All three go
+//  on together in one call a step: the original and the full copy give the logits the
+//  sequence has when never forked, and the fork that takes another token gives the
+//  logits of that other sequence run from scratch.
+static void
+test_copy_blocks_fork (void **state)
+{
+    (void) state;
+    gguf_t *gguf = s_open_model ("stories260K.gguf");
+    const uint32_t prompt [13] = { 1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 260 };
+    const uint32_t n_prompt = 13, n_before = 2, n_after = 8;
+    const uint32_t n_steps = n_before + n_after;
+    uint32_t n_vocab = 512;
+    char err [512] = "";
+
+    //  Never forked: the tokens and the logits of each step.
+    uint32_t tokens [13 + 16];
+    memcpy (tokens, prompt, sizeof prompt);
+    float *original = malloc ((size_t) (n_steps + 1) * n_vocab * sizeof (float));
+    model_t *model = s_new_model (gguf, 1, 64);
+    const float *logits = s_forward (model, 0, 0, prompt, n_prompt, err, sizeof err);
+    assert_non_null (logits);
+    for (uint32_t k = 0; ; k++) {
+        memcpy (original + (size_t) k * n_vocab, logits, n_vocab * sizeof (float));
+        tokens [n_prompt + k] = s_greedy (logits, n_vocab);
+        if (k == n_steps)
+            break;
+        logits = s_forward (model, 0, n_prompt + k, &tokens [n_prompt + k], 1, err, sizeof err);
+        assert_non_null (logits);
+    }
+    model_destroy (&model);
+
+    //  The other fork's sequence from scratch: the same until the fork, then token 7.
+    uint32_t other [13 + 16];
+    memcpy (other, tokens, sizeof other);
+    uint32_t at = n_prompt + n_before;                  //  the first position after the fork
+    other [at] = 7;
+    float *other_logits = malloc ((size_t) (n_after + 1) * n_vocab * sizeof (float));
+    model = s_new_model (gguf, 1, 64);
+    logits = s_forward (model, 0, 0, other, n_prompt, err, sizeof err);
+    for (uint32_t pos = n_prompt; pos < at + n_after; pos++) {
+        logits = s_forward (model, 0, pos, &other [pos], 1, err, sizeof err);
+        assert_non_null (logits);
+        if (pos >= at) {
+            memcpy (other_logits + (size_t) (pos - at) * n_vocab, logits,
+                    n_vocab * sizeof (float));
+            other [pos + 1] = s_greedy (logits, n_vocab);
+        }
+    }
+    model_destroy (&model);
+
+    //  Blocks of 8 in a pool of 16: the original in blocks 9, 2, 14, 5.
+    model = model_new (gguf, 64, err, sizeof err);
+    assert_non_null (model);
+    assert_int_equal (model_cache_new (model, 16, 8, err, sizeof err), 0);
+    uint32_t table_a [4] = { 9, 2, 14, 5 };
+    model_seq_t seq = { prompt, n_prompt, 0, table_a, 4, true };
+    logits = model_forward_seqs (model, &seq, 1, err, sizeof err);
+    assert_non_null (logits);
+    for (uint32_t k = 0; k < n_before; k++) {
+        seq = (model_seq_t) { &tokens [n_prompt + k], 1, n_prompt + k, table_a, 4, true };
+        logits = model_forward_seqs (model, &seq, 1, err, sizeof err);
+        assert_non_null (logits);
+    }
+    assert_memory_equal (logits, original + (size_t) n_before * n_vocab,
+                         n_vocab * sizeof (float));
+    //  Positions 0..14 are there: block 9 full, block 2 holds 7 of 8.
+    uint32_t table_b [4] = { 0, 11, 3, 7 };             //  a full copy
+    uint32_t table_c [4] = { 9, 12, 1, 13 };            //  shares block 9, copies block 2
+    const uint32_t from [3] = { 9, 2, 2 }, to [3] = { 0, 11, 12 };
+    assert_int_equal (model_copy_blocks (model, from, to, 3, err, sizeof err), 0);
+    for (uint32_t k = 0; k < n_after; k++) {
+        uint32_t pos = at + k;
+        model_seq_t calls [3] = {
+            { &tokens [pos], 1, pos, table_a, 4, true },
+            { &other [pos], 1, pos, table_c, 4, true },
+            { &tokens [pos], 1, pos, table_b, 4, true },
+        };
+        logits = model_forward_seqs (model, calls, 3, err, sizeof err);
+        if (!logits)
+            fail_msg ("after the fork, step %u: %s", k, err);
+        const float *expected = original + (size_t) (n_before + k + 1) * n_vocab;
+        assert_memory_equal (logits, expected, n_vocab * sizeof (float));
+        assert_memory_equal (logits + 2 * n_vocab, expected, n_vocab * sizeof (float));
+        assert_memory_equal (logits + n_vocab, other_logits + (size_t) k * n_vocab,
+                             n_vocab * sizeof (float));
+    }
+    //  Sanity: the other fork went another way.
+    assert_true (memcmp (other_logits, original + (size_t) (n_before + 1) * n_vocab,
+                         n_vocab * sizeof (float)) != 0);
+    model_destroy (&model);
+    free (original);
+    free (other_logits);
+    gguf_destroy (&gguf);
+}
+
+//  The logits rows follow the sequences that want them, in order; a call where none
+//  wants them still runs (and returns non-NULL).
+static void
+test_logits_rows (void **state)
+{
+    (void) state;
+    gguf_t *gguf = s_open_model ("stories260K.gguf");
+    const uint32_t a [4] = { 1, 403, 407, 261 }, b [3] = { 1, 291, 376 }, c [2] = { 1, 400 };
+    const uint32_t *prompts [3] = { a, b, c };
+    const uint32_t lengths [3] = { 4, 3, 2 };
+    uint32_t n_vocab = 512;
+    float alone [3][512];
+    char err [512] = "";
+    for (int i = 0; i < 3; i++) {
+        model_t *model = s_new_model (gguf, 1, 16);
+        const float *logits = s_forward (model, 0, 0, prompts [i], lengths [i], err, sizeof err);
+        assert_non_null (logits);
+        memcpy (alone [i], logits, sizeof alone [i]);
+        model_destroy (&model);
+    }
+    model_t *model = model_new (gguf, 16, err, sizeof err);
+    assert_int_equal (model_cache_new (model, 3, 16, err, sizeof err), 0);
+    const uint32_t tables [3] = { 2, 0, 1 };
+    model_seq_t calls [3];
+    for (int i = 0; i < 3; i++)
+        calls [i] = (model_seq_t) { prompts [i], lengths [i], 0, &tables [i], 1, i != 1 };
+    const float *logits = model_forward_seqs (model, calls, 3, err, sizeof err);
+    assert_non_null (logits);
+    assert_memory_equal (logits, alone [0], sizeof alone [0]);
+    assert_memory_equal (logits + n_vocab, alone [2], sizeof alone [2]);
+    for (int i = 0; i < 3; i++)
+        calls [i].want_logits = false;
+    assert_non_null (model_forward_seqs (model, calls, 3, err, sizeof err));
+    //  Then all three, and then more rows than before (the buffer grows).
+    for (int i = 0; i < 3; i++)
+        calls [i].want_logits = true;
+    logits = model_forward_seqs (model, calls, 3, err, sizeof err);
+    assert_non_null (logits);
+    for (int i = 0; i < 3; i++)
+        assert_memory_equal (logits + i * n_vocab, alone [i], sizeof alone [i]);
+    model_destroy (&model);
     gguf_destroy (&gguf);
 }
 
@@ -1243,7 +1843,7 @@ main (void)
         cmocka_unit_test (test_greedy_reference),
         cmocka_unit_test (test_toy_chat_reference),
         cmocka_unit_test (test_prefill_equals_token_by_token),
-        cmocka_unit_test (test_slots_are_independent),
+        cmocka_unit_test (test_sequences_are_independent),
         cmocka_unit_test (test_forward_errors),
         cmocka_unit_test (test_vocab_only_refused),
         cmocka_unit_test (test_bad_models_refused),
@@ -1253,6 +1853,10 @@ main (void)
         cmocka_unit_test (test_qwen2),
         cmocka_unit_test (test_rope_scaling),
         cmocka_unit_test (test_threads),
+        cmocka_unit_test (test_scrambled_blocks),
+        cmocka_unit_test (test_batch_equals_alone),
+        cmocka_unit_test (test_copy_blocks_fork),
+        cmocka_unit_test (test_logits_rows),
     };
     return cmocka_run_group_tests_name ("model", tests, NULL, NULL);
 }

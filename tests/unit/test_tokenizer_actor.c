@@ -69,8 +69,8 @@ s_generate (fixture_t *fixture, uint64_t id, const char *prompt)
     msg.kind = PROTO_GENERATE;
     msg.request_id = id;
     msg.max_tokens = 8;
-    msg.temperature = 0.5f;
-    msg.seed = 42;
+    msg.sampling.temperature = 0.5f;
+    msg.sampling.seed = 42;
     proto_msg_set_text (&msg, prompt);
     assert_int_equal (proto_send (&msg, fixture->frontend), 0);
     proto_msg_reset (&msg);
@@ -124,8 +124,8 @@ test_prompt_to_tokens_to_text (void **state)
     assert_int_equal (msg.n_tokens, 5);
     assert_memory_equal (msg.tokens, expected, sizeof expected);
     assert_int_equal (msg.max_tokens, 8);
-    assert_int_equal (msg.seed, 42);
-    assert_true (msg.temperature == 0.5f);
+    assert_int_equal (msg.sampling.seed, 42);
+    assert_true (msg.sampling.temperature == 0.5f);
     assert_int_equal (msg.n_stop_tokens, 1);
     assert_int_equal (msg.stop_tokens [0], 2);
 
@@ -150,6 +150,59 @@ test_prompt_to_tokens_to_text (void **state)
     zsock_set_rcvtimeo (fixture->frontend, 200);
     char err [256];
     assert_int_equal (proto_recv (fixture->frontend, &msg, NULL, err, sizeof err), -1);
+    proto_msg_reset (&msg);
+}
+
+//  ignore_eos leaves the model's end token out of the stop tokens, not the request's
+//  own stop_token_ids; ids outside the vocabulary are refused with 400.
+static void
+test_ignore_eos_and_token_ids (void **state)
+{
+    fixture_t *fixture = (fixture_t *) *state;
+    proto_msg_t msg = PROTO_MSG_INIT;
+    msg.kind = PROTO_GENERATE;
+    msg.request_id = 3;
+    msg.ignore_eos = true;
+    uint32_t own_stop = 300;
+    proto_msg_set_stop_tokens (&msg, &own_stop, 1);
+    proto_msg_set_text (&msg, "Once upon a time");
+    assert_int_equal (proto_send (&msg, fixture->frontend), 0);
+    proto_msg_reset (&msg);
+    s_scheduler_expect (fixture, PROTO_SUBMIT, &msg);
+    assert_int_equal (msg.request_id, 3);
+    assert_int_equal (msg.n_stop_tokens, 1);
+    assert_int_equal (msg.stop_tokens [0], 300);
+    proto_msg_reset (&msg);
+
+    //  stories260K has 512 tokens. (The requests below borrow their arrays: they are
+    //  sent, never reset.)
+    uint32_t bias_token = 512;
+    float bias_value = 1;
+    proto_msg_t bad_bias = PROTO_MSG_INIT;
+    bad_bias.kind = PROTO_GENERATE;
+    bad_bias.request_id = 4;
+    bad_bias.sampling.bias_tokens = &bias_token;
+    bad_bias.sampling.bias_values = &bias_value;
+    bad_bias.sampling.n_bias = 1;
+    bad_bias.text = (char *) "Once";
+    assert_int_equal (proto_send (&bad_bias, fixture->frontend), 0);
+    s_frontend_expect (fixture, PROTO_ERROR, &msg);
+    assert_int_equal (msg.request_id, 4);
+    assert_int_equal (msg.status, 400);
+    assert_non_null (strstr (msg.text, "logit_bias: token 512"));
+    proto_msg_reset (&msg);
+
+    uint32_t stop_token = 1000;
+    proto_msg_t bad_stop = PROTO_MSG_INIT;
+    bad_stop.kind = PROTO_GENERATE;
+    bad_stop.request_id = 5;
+    bad_stop.stop_tokens = &stop_token;
+    bad_stop.n_stop_tokens = 1;
+    bad_stop.text = (char *) "Once";
+    assert_int_equal (proto_send (&bad_stop, fixture->frontend), 0);
+    s_frontend_expect (fixture, PROTO_ERROR, &msg);
+    assert_int_equal (msg.status, 400);
+    assert_non_null (strstr (msg.text, "stop_token_ids: token 1000"));
     proto_msg_reset (&msg);
 }
 
@@ -228,6 +281,7 @@ main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test_setup_teardown (test_prompt_to_tokens_to_text, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_ignore_eos_and_token_ids, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_errors_and_cancels_pass_through, s_setup,
                                          s_teardown),
         cmocka_unit_test_setup_teardown (test_peer_down_and_garbage, s_setup, s_teardown),

@@ -1,6 +1,8 @@
 /*  test_worker — the worker actor against a fake scheduler, on stories260K: it says HELLO
-    until welcomed, computes steps (llama.cpp's greedy tokens), keeps its heartbeat, fails
-    a bad step cleanly, says BYE on $TERM and STOPPED when refused.
+    (with its KV pool) until welcomed, computes steps of several sequences over the block
+    tables the step names (llama.cpp's greedy tokens), copies blocks and forgets freed
+    sequences, keeps its heartbeat, fails a bad step cleanly, says BYE on $TERM and
+    STOPPED when refused.
 */
 #include <stdarg.h>
 #include <stddef.h>
@@ -39,8 +41,8 @@ s_setup (void **state)
     fixture->args.model_path = fixture->model;
     fixture->args.scheduler_endpoint = fixture->endpoint;
     fixture->args.device = "cpu:3";
-    fixture->args.n_slots = 2;
     fixture->args.n_ctx = 128;
+    fixture->args.block_size = 16;
     fixture->args.heartbeat_ms = 100;
     fixture->args.timeout_ms = 2000;
     fixture->worker = zactor_new (worker_actor, &fixture->args);
@@ -101,7 +103,9 @@ test_hello_then_steps (void **state)
     s_expect (fixture, PROTO_HELLO, &msg);
     assert_int_equal (msg.version, PROTO_VERSION);
     assert_string_equal (msg.text, "cpu:3");
-    assert_int_equal (msg.n_slots, 2);
+    //  The default pool: 4 sequences of the context, in blocks of 16.
+    assert_int_equal (msg.block_size, 16);
+    assert_int_equal (msg.n_blocks, 4 * 128 / 16);
     assert_int_equal (msg.n_ctx, 128);
     assert_int_equal (msg.n_vocab, 512);
     char err [256];
@@ -114,12 +118,17 @@ test_hello_then_steps (void **state)
     msg.kind = PROTO_WELCOME;
     s_send (fixture, &msg);
 
-    //  "Once upon a time" -> llama.cpp's greedy ", there" in two slots at once.
+    //  "Once upon a time" -> llama.cpp's greedy ", there", for two sequences at once,
+    //  in blocks the step names (not in order).
     uint32_t prompt [] = { 1, 403, 407, 261, 378 };
+    uint32_t blocks_a [] = { 5 }, blocks_b [] = { 2 };
     proto_step_seq_t seqs [2] = {
-        { .slot = 0, .pos = 0, .tokens = prompt, .n_tokens = 5, .temperature = 0 },
-        { .slot = 1, .pos = 0, .tokens = prompt, .n_tokens = 5, .temperature = 0 },
+        { .seq_id = 10, .pos = 0, .tokens = prompt, .n_tokens = 5, .blocks = blocks_a,
+          .n_blocks = 1, .n_prompt = 5, .first = true, .sample = true },
+        { .seq_id = 11, .pos = 0, .tokens = prompt, .n_tokens = 5, .blocks = blocks_b,
+          .n_blocks = 1, .n_prompt = 5, .first = true, .sample = true },
     };
+    seqs [1].sampling.n_logprobs = 3;
     proto_msg_t step = PROTO_MSG_INIT;
     step.kind = PROTO_STEP;
     step.step_id = 1;
@@ -129,32 +138,90 @@ test_hello_then_steps (void **state)
     s_expect (fixture, PROTO_STEP_RESULT, &msg);
     assert_int_equal (msg.step_id, 1);
     assert_int_equal (msg.n_outs, 2);
+    assert_true (msg.outs [0].seq_id == 10 && msg.outs [1].seq_id == 11);
     assert_int_equal (msg.outs [0].token, 432);
     assert_int_equal (msg.outs [1].token, 432);
     assert_true (msg.outs [0].logprob < 0 && msg.outs [0].logprob > -5);
+    assert_int_equal (msg.outs [0].n_top, 0);
+    //  Top log-probabilities when asked: the chosen (greedy) token first.
+    assert_int_equal (msg.outs [1].n_top, 3);
+    assert_int_equal (msg.outs [1].top_tokens [0], 432);
+    assert_true (msg.outs [1].top_logprobs [0] == msg.outs [1].logprob);
+    assert_true (msg.outs [1].top_logprobs [1] <= msg.outs [1].top_logprobs [0]);
 
+    //  Sequence 10 goes on; sequence 11 is forked into 12 by copying its block, then
+    //  freed: 12 must go on exactly as 10 does.
     uint32_t comma = 432;
-    seqs [0] = (proto_step_seq_t) { .slot = 0, .pos = 5, .tokens = &comma, .n_tokens = 1 };
+    uint32_t blocks_c [] = { 7 };
+    uint32_t copies [] = { 2, 7 };
+    uint64_t frees [] = { 11 };
+    seqs [0] = (proto_step_seq_t) { .seq_id = 10, .pos = 5, .tokens = &comma, .n_tokens = 1,
+                                    .blocks = blocks_a, .n_blocks = 1, .n_prompt = 5,
+                                    .sample = true };
+    seqs [1] = (proto_step_seq_t) { .seq_id = 12, .pos = 5, .tokens = &comma, .n_tokens = 1,
+                                    .blocks = blocks_c, .n_blocks = 1, .n_prompt = 5,
+                                    .first = true, .sample = true };
     step.step_id = 2;
+    step.copies = copies;
+    step.n_copies = 1;
+    step.frees = frees;
+    step.n_frees = 1;
+    s_send (fixture, &step);
+    s_expect (fixture, PROTO_STEP_RESULT, &msg);
+    assert_int_equal (msg.n_outs, 2);
+    assert_true (msg.outs [0].seq_id == 10);
+    assert_int_equal (msg.outs [0].token, 383);
+    assert_int_equal (msg.outs [1].token, 383);
+    assert_int_equal (msg.outs [1].n_top, 0);     //  12 asked for none
+    step.copies = NULL;
+    step.n_copies = 0;
+    step.frees = NULL;
+    step.n_frees = 0;
+
+    //  A freed sequence is forgotten: running it again without `first` fails the step.
+    seqs [0] = (proto_step_seq_t) { .seq_id = 11, .pos = 5, .tokens = &comma, .n_tokens = 1,
+                                    .blocks = blocks_b, .n_blocks = 1, .n_prompt = 5,
+                                    .sample = true };
+    step.step_id = 3;
     step.n_seqs = 1;
     s_send (fixture, &step);
     s_expect (fixture, PROTO_STEP_RESULT, &msg);
-    assert_int_equal (msg.outs [0].slot, 0);
-    assert_int_equal (msg.outs [0].token, 383);
-
-    //  A bad step fails as a whole, with the reason; the worker goes on.
-    seqs [0] = (proto_step_seq_t) { .slot = 7, .pos = 0, .tokens = &comma, .n_tokens = 1 };
-    step.step_id = 3;
-    s_send (fixture, &step);
-    s_expect (fixture, PROTO_STEP_RESULT, &msg);
     assert_int_equal (msg.n_outs, 0);
-    assert_non_null (strstr (msg.text, "slot"));
+    assert_non_null (strstr (msg.text, "never started"));
+
+    //  A bad step fails as a whole, with the reason; the worker goes on: a block out of
+    //  the pool, a token out of the vocabulary, a table too short, bad sampling.
+    uint32_t far_block [] = { 1000 };
     uint32_t bad_token = 100000;
-    seqs [0] = (proto_step_seq_t) { .slot = 0, .pos = 0, .tokens = &bad_token, .n_tokens = 1 };
-    step.step_id = 4;
+    proto_step_seq_t bad [] = {
+        { .seq_id = 20, .pos = 0, .tokens = &comma, .n_tokens = 1, .blocks = far_block,
+          .n_blocks = 1, .first = true, .sample = true },
+        { .seq_id = 21, .pos = 0, .tokens = &bad_token, .n_tokens = 1, .blocks = blocks_a,
+          .n_blocks = 1, .first = true, .sample = true },
+        { .seq_id = 22, .pos = 16, .tokens = &comma, .n_tokens = 1, .blocks = blocks_a,
+          .n_blocks = 1, .first = true, .sample = true },
+        { .seq_id = 23, .pos = 0, .tokens = &comma, .n_tokens = 1, .blocks = blocks_a,
+          .n_blocks = 1, .first = true, .sample = true,
+          .sampling = { .temperature = -1 } },
+    };
+    for (uint32_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
+        seqs [0] = bad [i];
+        step.step_id = 4 + i;
+        s_send (fixture, &step);
+        s_expect (fixture, PROTO_STEP_RESULT, &msg);
+        assert_int_equal (msg.n_outs, 0);
+        assert_true (msg.text && strlen (msg.text) > 0);
+    }
+    //  After all that, sequence 10 still gives llama.cpp's next token.
+    uint32_t there = 383;
+    seqs [0] = (proto_step_seq_t) { .seq_id = 10, .pos = 6, .tokens = &there, .n_tokens = 1,
+                                    .blocks = blocks_a, .n_blocks = 1, .n_prompt = 5,
+                                    .sample = true };
+    step.step_id = 10;
     s_send (fixture, &step);
     s_expect (fixture, PROTO_STEP_RESULT, &msg);
-    assert_true (msg.text && strlen (msg.text) > 0);
+    assert_int_equal (msg.n_outs, 1);
+    assert_int_equal (msg.outs [0].token, 286);
 
     //  Heartbeats keep coming; garbage from the scheduler side is survived.
     s_expect (fixture, PROTO_HEARTBEAT, &msg);
