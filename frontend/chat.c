@@ -2,10 +2,9 @@
 
     Validation follows OpenAI's rules and wording where clients see them: a 400 naming
     the parameter at fault, down to the element ("messages[2].tool_calls[0].function.name").
-    What the server cannot do yet (best_of above n, beam search, tool_choice "required"
-    or a named function, JSON response formats, logprobs) is refused with a 400 that
-    says so. Unknown members
-    are ignored, as OpenAI ignores them.
+    What the server cannot do yet (beam search, tool_choice "required" or a named
+    function, JSON response formats, logprobs) is refused with a 400 that says so.
+    Unknown members are ignored, as OpenAI ignores them.
 
     The chat passed on to the tokenizer holds the messages as the client sent them
     (validated), except that role "developer" becomes "system": OpenAI's newer name for

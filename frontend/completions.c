@@ -2,7 +2,7 @@
 
     Validation follows what OpenAI answers where it matters to clients: a 400 with the
     offending parameter in "param", a 404 with code "model_not_found" for a model we do
-    not serve. What this server cannot do yet (array prompts, best_of above n, beam
+    not serve. What this server cannot do yet (array prompts, beam
     search) is refused with a 400 that says so, never silently ignored. See
     completions.h.
 */
@@ -390,10 +390,9 @@ s_parse_sampling (json_t *root, generation_options_t *options, api_error_t *erro
 }
 
 //  n: how many choices (sequences sampled from the one prompt), 1 .. PROTO_MAX_N.
-//  best_of (generate that many, return the n best) and beam search need the scheduler
-//  to rank sequences, which it does not yet: best_of is accepted only where it changes
-//  nothing (equal to n), use_beam_search only false. OpenAI's own rule for best_of
-//  (at least n) is checked first, so a client gets the same 400 it would get there.
+//  best_of: how many to generate (n .. PROTO_MAX_N), of which the n with the highest
+//  cumulative log-probability come back; they are known only at the end, so not with
+//  stream (checked after stream is read). Beam search is not there yet: 400.
 static int
 s_parse_n (json_t *root, generation_options_t *options, api_error_t *error)
 {
@@ -417,12 +416,12 @@ s_parse_n (json_t *root, generation_options_t *options, api_error_t *error)
                            n, value);
             return -1;
         }
-        if (value != n) {
-            api_error_set (error, 400, "best_of", NULL,
-                           "best_of is not supported yet: leave it out or set it to n (%"
-                           JSON_INTEGER_FORMAT "), got %" JSON_INTEGER_FORMAT, n, value);
+        if (value > PROTO_MAX_N) {
+            api_error_set (error, 400, "best_of", NULL, "best_of may be at most %d, got %"
+                           JSON_INTEGER_FORMAT, PROTO_MAX_N, value);
             return -1;
         }
+        options->best_of = (uint32_t) value;
     }
     bool use_beam_search = false;
     if (s_parse_boolean (root, "use_beam_search", &use_beam_search, error) != 0)
@@ -564,6 +563,11 @@ generation_options_parse (json_t *root, generation_options_t *options, api_error
     ||  s_parse_stop_token_ids (root, options, error) != 0
     ||  s_parse_stream (root, options, error) != 0)
         return -1;
+    if (options->stream && options->best_of > options->n) {
+        api_error_set (error, 400, "best_of", NULL, "best_of above n cannot be streamed: "
+                       "the best sequences are known only when all have finished");
+        return -1;
+    }
     return 0;
 }
 

@@ -55,6 +55,7 @@ typedef struct {
                                 //  its logit_bias arrays are heap, freed by reset
     bool has_seed;              //  false: the caller picks a random sampling.seed
     bool ignore_eos;            //  vLLM: do not stop at the model's end tokens
+    uint32_t best_of;           //  sequences to generate, when more than n (0: n)
     char **stops;               //  n_stops non-empty heap strings in a heap array, or NULL
     uint32_t n_stops;           //  at most COMPLETION_MAX_STOPS
     uint32_t stop_token_ids [COMPLETION_MAX_STOP_TOKEN_IDS];  //  vLLM's stop_token_ids
@@ -93,8 +94,8 @@ int
 
 //  Read the sampling parameters (temperature, top_p, top_k, min_p, presence_penalty,
 //  frequency_penalty, repetition_penalty, seed, min_tokens, logit_bias), ignore_eos,
-//  n (1 .. PROTO_MAX_N), best_of (absent, null or equal to n: it is not supported
-//  otherwise), use_beam_search (false only), stop, stop_token_ids, stream and
+//  n (1 .. PROTO_MAX_N), best_of (n .. PROTO_MAX_N; above n not with stream),
+//  use_beam_search (false only), stop, stop_token_ids, stream and
 //  stream_options (allowed only with stream true) into options, which keeps what it
 //  holds for absent members (the caller sets the defaults, and max_tokens, first:
 //  min_tokens may not exceed it; an n left at 0 becomes 1). Returns 0, or -1 with

@@ -1205,6 +1205,7 @@ s_generate (server_t *server, h2o_req_t *req, endpoint_t endpoint, const char *t
     if (!options->has_seed)
         generate.sampling.seed = s_random (server);
     generate.ignore_eos = options->ignore_eos;
+    generate.best_of = options->best_of;
     generate.n = pending->n;
     generate.stops = options->n_stops? options->stops: NULL;
     generate.n_stops = options->n_stops;

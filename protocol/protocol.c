@@ -101,6 +101,7 @@ typedef enum {
     FIELD_N,
     FIELD_INDEX,
     FIELD_ONLY_INDEX,
+    FIELD_BEST_OF,
     FIELD_COUNT
 } s_field_t;
 
@@ -141,7 +142,8 @@ static const char *s_field_names [FIELD_COUNT] = {
     [FIELD_PREEMPTIONS] = "preemptions",
     [FIELD_N] = "n",
     [FIELD_INDEX] = "index",
-    [FIELD_ONLY_INDEX] = "only_index"
+    [FIELD_ONLY_INDEX] = "only_index",
+    [FIELD_BEST_OF] = "best_of"
 };
 
 //  One field of a kind, and whether a decoder insists on it.
@@ -160,10 +162,11 @@ typedef struct {
 } s_kind_t;
 
 static const s_kind_t s_kinds [PROTO_KIND_COUNT] = {
-    [PROTO_GENERATE] = { .name = "GENERATE", .n_fields = 9, .fields = {
+    [PROTO_GENERATE] = { .name = "GENERATE", .n_fields = 10, .fields = {
         { FIELD_REQUEST_ID, true }, { FIELD_TEXT, false }, { FIELD_CHAT, false },
         { FIELD_MAX_TOKENS, false }, { FIELD_SAMPLING, false }, { FIELD_IGNORE_EOS, false },
-        { FIELD_N, false }, { FIELD_STOPS, false }, { FIELD_STOP_TOKENS, false } } },
+        { FIELD_N, false }, { FIELD_BEST_OF, false }, { FIELD_STOPS, false },
+        { FIELD_STOP_TOKENS, false } } },
     [PROTO_CANCEL] = { .name = "CANCEL", .n_fields = 3, .fields = {
         { FIELD_REQUEST_ID, true }, { FIELD_INDEX, false }, { FIELD_ONLY_INDEX, false } } },
     [PROTO_OUTPUT] = { .name = "OUTPUT", .n_fields = 7, .fields = {
@@ -173,9 +176,10 @@ static const s_kind_t s_kinds [PROTO_KIND_COUNT] = {
         { FIELD_COMPLETION_TOKENS, false } } },
     [PROTO_ERROR] = { .name = "ERROR", .n_fields = 3, .fields = {
         { FIELD_REQUEST_ID, true }, { FIELD_STATUS, true }, { FIELD_TEXT, false } } },
-    [PROTO_SUBMIT] = { .name = "SUBMIT", .n_fields = 6, .fields = {
+    [PROTO_SUBMIT] = { .name = "SUBMIT", .n_fields = 7, .fields = {
         { FIELD_REQUEST_ID, true }, { FIELD_TOKENS, true }, { FIELD_MAX_TOKENS, false },
-        { FIELD_SAMPLING, false }, { FIELD_N, false }, { FIELD_STOP_TOKENS, false } } },
+        { FIELD_SAMPLING, false }, { FIELD_N, false }, { FIELD_BEST_OF, false },
+        { FIELD_STOP_TOKENS, false } } },
     [PROTO_TOKENS] = { .name = "TOKENS", .n_fields = 5, .fields = {
         { FIELD_REQUEST_ID, true }, { FIELD_INDEX, false }, { FIELD_TOKENS, false },
         { FIELD_FINISH, false },
@@ -797,6 +801,10 @@ s_pack_field (msgpack_packer *packer, const proto_msg_t *msg, s_field_t field)
             return msgpack_pack_uint32 (packer, msg->index);
         case FIELD_ONLY_INDEX:
             return msg->only_index? msgpack_pack_true (packer): msgpack_pack_false (packer);
+        case FIELD_BEST_OF:
+            if (msg->best_of > PROTO_MAX_N)
+                return -1;
+            return msgpack_pack_uint32 (packer, msg->best_of);
         case FIELD_CHAT:
             return s_pack_optional_text (packer, msg->chat);
         case FIELD_TOOL_CALLS:
@@ -1699,6 +1707,8 @@ s_read_field (s_reader_t *reader, proto_msg_t *msg, s_field_t field)
             return s_read_limited_uint32 (reader, &msg->index, PROTO_MAX_N - 1);
         case FIELD_ONLY_INDEX:
             return s_read_bool (reader, &msg->only_index);
+        case FIELD_BEST_OF:
+            return s_read_limited_uint32 (reader, &msg->best_of, PROTO_MAX_N);
         default:
             s_fail (reader, "no decoder for this field");
             return -1;

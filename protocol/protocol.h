@@ -141,6 +141,8 @@ typedef struct {
 //               object {"messages", "tools", "tool_choice", ...} of OpenAI's request,
 //               validated by the frontend), max_tokens, sampling, ignore_eos, n (the
 //               sequences wanted, 0 or 1: one; sequence i samples with seed + i),
+//               best_of (sequences generated when more than n: only the n with the
+//               highest cumulative log-probability come back, at the end),
 //               stops/n_stops (stop strings), stop_tokens/n_stop_tokens (ids that end
 //               the request besides the model's own end-of-generation tokens)
 //  CANCEL       request_id; with only_index, just sequence `index` of it (a stop string
@@ -150,7 +152,7 @@ typedef struct {
 //               OpenAI's streaming shape), finish (of that sequence), prompt_tokens,
 //               completion_tokens (that sequence's total so far)
 //  ERROR        request_id, status (an HTTP status: 400, 503, ...), text (message)
-//  SUBMIT       request_id, tokens/n_tokens (prompt ids), max_tokens, sampling, n,
+//  SUBMIT       request_id, tokens/n_tokens (prompt ids), max_tokens, sampling, n, best_of,
 //               stop_tokens/n_stop_tokens (ids that end the request, e.g. EOS; also
 //               masked until sampling.min_tokens)
 //  TOKENS       request_id, index (of the sequence), tokens/n_tokens (new ids, in
@@ -178,6 +180,7 @@ typedef struct {
     proto_sampling_t sampling;
     bool ignore_eos;
     uint32_t n;                     //  sequences of a request (GENERATE, SUBMIT)
+    uint32_t best_of;               //  sequences generated, when more than n
     uint32_t index;                 //  which of them (TOKENS, OUTPUT, CANCEL)
     bool only_index;                //  CANCEL: that sequence only, not the request
     proto_finish_t finish;

@@ -34,7 +34,9 @@
     token comes, the others fork from its blocks (shared, copied by the worker when
     written) and each computes the prompt's last token again for its own logits, with
     the request's seed + its index. Each sequence finishes on its own; a CANCEL may end
-    one of them (a stop string) or all.
+    one of them (a stop string) or all. With best_of > n, best_of sequences run and
+    nothing is sent until all have finished: then the n with the highest cumulative
+    log-probability go, best first (s_rank_finished).
 
     The block tables live here; a step tells the worker which blocks each sequence reads
     and writes, which blocks to copy first and which sequences to forget.
@@ -53,6 +55,19 @@
 #define DEFAULT_MAX_NUM_BATCHED_TOKENS 512
 
 typedef struct _worker_t worker_t;
+
+//  best_of > n: the request's sequences are ranked when all have finished; the finished
+//  ones wait here. Shared by the sequences; freed when the last of them goes.
+typedef struct {
+    uint32_t n;                     //  how many come back
+    uint32_t size;                  //  best_of: how many run
+    uint32_t n_live;                //  sequences that still exist
+    uint32_t n_finished;
+    uint32_t **outputs;             //  [size]: each finished sequence's generated tokens
+    uint32_t *n_outputs;            //  [size]
+    double *scores;                 //  [size]: cumulative log-probability
+    proto_finish_t *finishes;       //  [size]
+} ranking_t;
 
 //  One sequence of a request. A request with n > 1 has n of them, with the same id and
 //  indexes 0 .. n-1: index 0 prefills the prompt, and when its prompt is computed the
@@ -79,6 +94,8 @@ struct _request_t {
     uint32_t n_computed;            //  leading tokens whose keys and values are in blocks
     bool started;                   //  the worker has its sampling state
     uint32_t n_preempted;
+    double logprob;                 //  cumulative, of the tokens generated
+    ranking_t *ranking;             //  best_of > n: where it goes when finished
 };
 
 //  What a step in flight asked for one sequence, to apply its result.
@@ -172,6 +189,39 @@ s_request_new (const proto_msg_t *submit, zframe_t *reply_to, uint32_t index,
 //  Frees the sequence, and the forks still waiting for it; it must hold no blocks
 //  (s_release first).
 static void
+s_ranking_destroy (ranking_t **self_p)
+{
+    ranking_t *self = *self_p;
+    if (!self)
+        return;
+    for (uint32_t i = 0; self->outputs && i < self->size; i++)
+        free (self->outputs [i]);
+    free (self->outputs);
+    free (self->n_outputs);
+    free (self->scores);
+    free (self->finishes);
+    free (self);
+    *self_p = NULL;
+}
+
+static ranking_t *
+s_ranking_new (uint32_t n, uint32_t size)
+{
+    ranking_t *self = (ranking_t *) calloc (1, sizeof (ranking_t));
+    if (!self)
+        return NULL;
+    self->n = n;
+    self->size = size;
+    self->outputs = (uint32_t **) calloc (size, sizeof (uint32_t *));
+    self->n_outputs = (uint32_t *) calloc (size, sizeof (uint32_t));
+    self->scores = (double *) calloc (size, sizeof (double));
+    self->finishes = (proto_finish_t *) calloc (size, sizeof (proto_finish_t));
+    if (!self->outputs || !self->n_outputs || !self->scores || !self->finishes)
+        s_ranking_destroy (&self);
+    return self;
+}
+
+static void
 s_request_destroy (request_t **self_p)
 {
     request_t *self = *self_p;
@@ -180,6 +230,8 @@ s_request_destroy (request_t **self_p)
     for (uint32_t i = 0; i < self->n_forks; i++)
         s_request_destroy (&self->forks [i]);
     free (self->forks);
+    if (self->ranking && --self->ranking->n_live == 0)
+        s_ranking_destroy (&self->ranking);
     zframe_destroy (&self->reply_to);
     free (self->tokens);
     free (self->stop_tokens);
@@ -803,7 +855,17 @@ s_handle_submit (scheduler_t *self, proto_msg_t *msg, zframe_t *reply_to)
     //  Sequence 0 runs under the request's own id; the others under ids with the top bit
     //  set, which no request has.
     uint32_t n = msg->n > 1? msg->n: 1;
-    request_t *request = s_request_new (msg, reply_to, 0, msg->request_id);
+    uint32_t size = msg->best_of > n? msg->best_of: n;
+    ranking_t *ranking = size > n? s_ranking_new (n, size): NULL;
+    request_t *request = (size == n || ranking)
+                       ? s_request_new (msg, reply_to, 0, msg->request_id): NULL;
+    if (request && ranking) {
+        request->ranking = ranking;
+        ranking->n_live = 1;
+    }
+    else
+        s_ranking_destroy (&ranking);
+    n = size;
     if (request && n > 1) {
         request->forks = (request_t **) calloc (n - 1, sizeof (request_t *));
         for (uint32_t i = 1; request->forks && i < n; i++) {
@@ -811,6 +873,10 @@ s_handle_submit (scheduler_t *self, proto_msg_t *msg, zframe_t *reply_to)
             request->forks [i - 1] = s_request_new (msg, reply_to, i, fork_id);
             if (!request->forks [i - 1])
                 break;
+            if (request->ranking) {
+                request->forks [i - 1]->ranking = request->ranking;
+                request->ranking->n_live++;
+            }
             request->n_forks = i;
         }
         if (request->n_forks != n - 1)
@@ -879,14 +945,63 @@ s_start_forks (scheduler_t *self, worker_t *worker, request_t *parent)
 
 //  A sampled token for a running request: append it, tell the tokenizer, end the
 //  request when it is finished.
+//  best_of > n: a sequence finished. Keep what it generated; when all have, send the n
+//  with the highest cumulative log-probability, best first, as indexes 0 .. n-1 (each
+//  whole, in one TOKENS). Returns 0, or -1 when out of memory.
+static int
+s_rank_finished (scheduler_t *self, request_t *request, proto_finish_t finish)
+{
+    ranking_t *ranking = request->ranking;
+    uint32_t slot = ranking->n_finished;
+    uint32_t n_generated = request->n_tokens - request->n_prompt;
+    ranking->outputs [slot] = (uint32_t *) malloc ((n_generated + 1) * sizeof (uint32_t));
+    if (!ranking->outputs [slot])
+        return -1;
+    memcpy (ranking->outputs [slot], request->tokens + request->n_prompt,
+            n_generated * sizeof (uint32_t));
+    ranking->n_outputs [slot] = n_generated;
+    ranking->scores [slot] = request->logprob;
+    ranking->finishes [slot] = finish;
+    ranking->n_finished++;
+    if (ranking->n_finished < ranking->size)
+        return 0;
+    //  Choose the n best by selection: n and size are small (at most PROTO_MAX_N).
+    bool *taken = (bool *) calloc (ranking->size, sizeof (bool));
+    if (!taken)
+        return -1;
+    for (uint32_t rank = 0; rank < ranking->n; rank++) {
+        uint32_t best = ranking->size;
+        for (uint32_t i = 0; i < ranking->size; i++)
+            if (!taken [i] && (best == ranking->size
+                               || ranking->scores [i] > ranking->scores [best]))
+                best = i;
+        taken [best] = true;
+        proto_msg_t tokens = PROTO_MSG_INIT;
+        tokens.kind = PROTO_TOKENS;
+        tokens.request_id = request->id;
+        tokens.index = rank;
+        tokens.tokens = ranking->outputs [best];
+        tokens.n_tokens = ranking->n_outputs [best];
+        tokens.finish = ranking->finishes [best];
+        tokens.prompt_tokens = request->n_prompt;
+        s_send_to_tokenizer (self, &tokens, request->reply_to);
+    }
+    free (taken);
+    zlog (ZLOG_INFO, ACTOR, request->id, "the best %u of %u sequences sent", ranking->n,
+          ranking->size);
+    return 0;
+}
+
 static void
-s_handle_token (scheduler_t *self, worker_t *worker, request_t *request, uint32_t token)
+s_handle_token (scheduler_t *self, worker_t *worker, request_t *request, uint32_t token,
+                float logprob)
 {
     if ((request->n_forks > 0 && s_start_forks (self, worker, request) != 0)
     ||  s_request_append (request, token) != 0) {
         s_fail_request (self, request, 500, "out of memory");
         return;
     }
+    request->logprob += logprob;
     uint32_t generated = request->n_tokens - request->n_prompt;
     proto_finish_t finish = PROTO_FINISH_NONE;
     if (s_request_is_stop_token (request, token))
@@ -896,15 +1011,24 @@ s_handle_token (scheduler_t *self, worker_t *worker, request_t *request, uint32_
     ||  request->n_tokens >= worker->n_ctx)
         finish = PROTO_FINISH_LENGTH;
 
-    proto_msg_t tokens = PROTO_MSG_INIT;
-    tokens.kind = PROTO_TOKENS;
-    tokens.request_id = request->id;
-    tokens.index = request->index;
-    tokens.tokens = &request->tokens [request->n_tokens - 1];
-    tokens.n_tokens = 1;
-    tokens.finish = finish;
-    tokens.prompt_tokens = request->n_prompt;
-    s_send_to_tokenizer (self, &tokens, request->reply_to);
+    if (request->ranking) {
+        //  Nothing goes out until the sequences are ranked.
+        if (finish != PROTO_FINISH_NONE && s_rank_finished (self, request, finish) != 0) {
+            s_fail_request (self, request, 500, "out of memory");
+            return;
+        }
+    }
+    else {
+        proto_msg_t tokens = PROTO_MSG_INIT;
+        tokens.kind = PROTO_TOKENS;
+        tokens.request_id = request->id;
+        tokens.index = request->index;
+        tokens.tokens = &request->tokens [request->n_tokens - 1];
+        tokens.n_tokens = 1;
+        tokens.finish = finish;
+        tokens.prompt_tokens = request->n_prompt;
+        s_send_to_tokenizer (self, &tokens, request->reply_to);
+    }
     if (finish != PROTO_FINISH_NONE) {
         zlog (ZLOG_INFO, ACTOR, request->id, "finished (%s): %u prompt + %u generated "
               "tokens%s", proto_finish_name (finish), request->n_prompt, generated,
@@ -974,7 +1098,8 @@ s_handle_step_result (scheduler_t *self, worker_t *worker, proto_msg_t *msg)
         request_t *request = (request_t *) zhashx_lookup (worker->by_id,
                                                           &worker->plan [i].seq_id);
         if (request)
-            s_handle_token (self, worker, request, msg->outs [out].token);
+            s_handle_token (self, worker, request, msg->outs [out].token,
+                            msg->outs [out].logprob);
         out++;
     }
     worker->n_plan = 0;

@@ -337,6 +337,7 @@ s_handle_generate (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
     submit.max_tokens = msg->max_tokens;
     submit.sampling = msg->sampling;            //  borrowed, as the tokens
     submit.n = n;
+    submit.best_of = msg->best_of;
     //  The model's end-of-generation tokens (unless the request ignores them, as vLLM's
     //  ignore_eos), then the request's own stop_token_ids.
     uint32_t stop_tokens [64 + MAX_REQUEST_STOP_TOKENS];

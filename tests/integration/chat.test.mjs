@@ -358,7 +358,7 @@ test('chat validates n, best_of and use_beam_search', () => {
   const base = { model: 'toy-chat', messages: [{ role: 'user', content: 'Hi' }] };
   for (const [extra, param] of [[{ n: 0 }, 'n'], [{ n: 129 }, 'n'],
                                 [{ n: 2, best_of: 1 }, 'best_of'],
-                                [{ n: 2, best_of: 3 }, 'best_of'],
+                                [{ n: 2, best_of: 3, stream: true }, 'best_of'],
                                 [{ use_beam_search: true }, 'use_beam_search']]) {
     const r = postJson(url, { ...base, ...extra });
     assert.equal(r.status, 400, r.body);

@@ -318,13 +318,31 @@ test('n, best_of and use_beam_search are validated', () => {
   const low = postJson(url, { ...base, n: 3, best_of: 2 });
   checkError(low, 400, 'best_of');
   assert.match(low.json.error.message, /best_of must be greater than or equal to n/);
-  const high = postJson(url, { ...base, n: 2, best_of: 4 });
-  checkError(high, 400, 'best_of');
-  assert.match(high.json.error.message, /not supported/);
+  const streamed = postJson(url, { ...base, n: 2, best_of: 4, stream: true });
+  checkError(streamed, 400, 'best_of');
+  assert.match(streamed.json.error.message, /cannot be streamed/);
   checkError(postJson(url, { ...base, use_beam_search: true }), 400, 'use_beam_search');
   const fine = postJson(url, { ...base, n: 2, best_of: 2, use_beam_search: false });
   assert.equal(fine.status, 200, fine.body);
   assert.equal(fine.json.choices.length, 2);
+});
+
+test('best_of=4, n=2 returns 2 of the 4 sequences n=4 gives', () => {
+  const url = `${server.url}/v1/completions`;
+  const base = { model: 'stories260K', prompt: 'Once upon a time', max_tokens: 12,
+                 temperature: 1, seed: 31 };
+  const all = postJson(url, { ...base, n: 4 });
+  assert.equal(all.status, 200, all.body);
+  const texts = all.json.choices.map((c) => c.text);
+  const best = postJson(url, { ...base, n: 2, best_of: 4 });
+  assert.equal(best.status, 200, best.body);
+  assert.deepEqual(best.json.choices.map((c) => c.index), [0, 1]);
+  const chosen = best.json.choices.map((c) => c.text);
+  assert.notEqual(chosen[0], chosen[1]);
+  for (const text of chosen)
+    assert.ok(texts.includes(text), `${text} is not among ${JSON.stringify(texts)}`);
+  // Only the 2 returned count as completion tokens.
+  assert.equal(best.json.usage.completion_tokens, 24);
 });
 
 test('the OpenAI Node SDK gets n=3 choices, plain and streamed', async () => {

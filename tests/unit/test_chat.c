@@ -498,8 +498,8 @@ test_parse_other_parameters (void **state)
     s_assert_refused ("'messages':[" USER_HI "],'n':129", "n", "must be from 1 to 128");
     s_assert_refused ("'messages':[" USER_HI "],'n':2,'best_of':1", "best_of",
                       "best_of must be greater than or equal to n");
-    s_assert_refused ("'messages':[" USER_HI "],'n':2,'best_of':3", "best_of",
-                      "best_of is not supported yet");
+    s_assert_refused ("'messages':[" USER_HI "],'n':2,'best_of':3,'stream':true", "best_of",
+                      "best_of above n cannot be streamed");
     s_assert_refused ("'messages':[" USER_HI "],'use_beam_search':true", "use_beam_search",
                       "beam search is not supported yet");
     s_assert_refused ("'messages':[" USER_HI "],'temperature':2.5", "temperature",

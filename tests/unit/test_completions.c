@@ -297,8 +297,8 @@ test_parse_seed_n_stream (void **state)
                       400, "stream", "must be a boolean");
 }
 
-//  n: 1 .. 128; best_of: only where it changes nothing (absent, null, equal to n), with
-//  OpenAI's "at least n" checked first; use_beam_search: false only.
+//  n: 1 .. 128; best_of: n .. 128 (OpenAI's "at least n" first), above n not streamed;
+//  use_beam_search: false only.
 static void
 test_parse_n_best_of (void **state)
 {
@@ -307,14 +307,18 @@ test_parse_n_best_of (void **state)
     struct {
         const char *body;
         uint32_t n;
+        uint32_t best_of;
     } accepted [] = {
-        { S_BODY ("\"n\":null"), 1 },
-        { S_BODY ("\"n\":1,\"best_of\":1"), 1 },
-        { S_BODY ("\"n\":3"), 3 },
-        { S_BODY ("\"n\":3,\"best_of\":3,\"use_beam_search\":false"), 3 },
-        { S_BODY ("\"n\":3,\"best_of\":null,\"use_beam_search\":null"), 3 },
-        { S_BODY ("\"n\":128,\"stream\":true"), 128 },
-        { S_BODY ("\"best_of\":1"), 1 },
+        { S_BODY ("\"n\":null"), 1, 0 },
+        { S_BODY ("\"n\":1,\"best_of\":1"), 1, 1 },
+        { S_BODY ("\"n\":3"), 3, 0 },
+        { S_BODY ("\"n\":3,\"best_of\":3,\"use_beam_search\":false"), 3, 3 },
+        { S_BODY ("\"n\":3,\"best_of\":null,\"use_beam_search\":null"), 3, 0 },
+        { S_BODY ("\"n\":128,\"stream\":true"), 128, 0 },
+        { S_BODY ("\"best_of\":1"), 1, 1 },
+        { S_BODY ("\"n\":2,\"best_of\":4"), 2, 4 },
+        { S_BODY ("\"best_of\":128"), 1, 128 },
+        { S_BODY ("\"n\":2,\"best_of\":2,\"stream\":true"), 2, 2 },
     };
     for (size_t index = 0; index < sizeof accepted / sizeof accepted [0]; index++) {
         completion_request_t request;
@@ -325,6 +329,7 @@ test_parse_n_best_of (void **state)
                          accepted [index].body, error.status, error.param, error.message);
         assert_int_equal (rc, 0);
         assert_int_equal (request.options.n, accepted [index].n);
+        assert_int_equal (request.options.best_of, accepted [index].best_of);
         completion_request_reset (&request);
     }
     s_assert_refused (S_BODY ("\"n\":129"), 400, "n", "must be from 1 to 128, got 129");
@@ -335,10 +340,10 @@ test_parse_n_best_of (void **state)
                       "best_of must be greater than or equal to n, got n=3 and best_of=2");
     s_assert_refused (S_BODY ("\"best_of\":0"), 400, "best_of",
                       "best_of must be greater than or equal to n");
-    s_assert_refused (S_BODY ("\"n\":2,\"best_of\":4"), 400, "best_of",
-                      "best_of is not supported yet");
-    s_assert_refused (S_BODY ("\"best_of\":2"), 400, "best_of",
-                      "best_of is not supported yet");
+    s_assert_refused (S_BODY ("\"n\":2,\"best_of\":4,\"stream\":true"), 400, "best_of",
+                      "best_of above n cannot be streamed");
+    s_assert_refused (S_BODY ("\"best_of\":129"), 400, "best_of",
+                      "best_of may be at most 128, got 129");
     s_assert_refused (S_BODY ("\"best_of\":\"2\""), 400, "best_of", "must be an integer");
     s_assert_refused (S_BODY ("\"use_beam_search\":true"), 400, "use_beam_search",
                       "beam search is not supported yet");

@@ -1869,16 +1869,11 @@ test_cancel_frees_the_blocks_of_a_running_request (void **state)
     proto_msg_reset (&tokens);
 }
 
-//  n > 1, driven by hand (the strict fake worker knows one sequence per request): the
-//  prompt is computed once by sequence 0; when its first token comes, sequences 1 and
-//  2 fork from its blocks (ids with the top bit set, `first`, seed + index) and each
-//  computes the prompt's last token again; the shared last block is copied before it
-//  is written; TOKENS carry each sequence's index; a CANCEL of one index ends only it.
-static void
-test_n_sequences_fork_from_one_prefill (void **state)
+//  A worker driven by hand with raw messages (the strict fake worker above knows one
+//  sequence per request): HELLO with a pool of 32 blocks of 4, WELCOME.
+static zsock_t *
+s_raw_worker_join (fixture_t *fixture)
 {
-    fixture_t *fixture = (fixture_t *) *state;
-    s_start (fixture);
     zsock_t *worker = zsock_new_dealer (fixture->workers);
     assert_non_null (worker);
     zsock_set_rcvtimeo (worker, RECV_TIMEOUT_MS);
@@ -1896,6 +1891,35 @@ test_n_sequences_fork_from_one_prefill (void **state)
         assert_int_equal (proto_recv (worker, &msg, NULL, err, sizeof err), 0);
     } while (msg.kind == PROTO_HEARTBEAT);
     assert_int_equal (msg.kind, PROTO_WELCOME);
+    proto_msg_reset (&msg);
+    return worker;
+}
+
+//  The next message that is not a heartbeat, which must be a STEP.
+static void
+s_raw_recv_step (zsock_t *worker, proto_msg_t *msg)
+{
+    char err [256] = "";
+    do {
+        proto_msg_reset (msg);
+        assert_int_equal (proto_recv (worker, msg, NULL, err, sizeof err), 0);
+    } while (msg->kind == PROTO_HEARTBEAT);
+    assert_int_equal (msg->kind, PROTO_STEP);
+}
+
+//  n > 1, driven by hand (the strict fake worker knows one sequence per request): the
+//  prompt is computed once by sequence 0; when its first token comes, sequences 1 and
+//  2 fork from its blocks (ids with the top bit set, `first`, seed + index) and each
+//  computes the prompt's last token again; the shared last block is copied before it
+//  is written; TOKENS carry each sequence's index; a CANCEL of one index ends only it.
+static void
+test_n_sequences_fork_from_one_prefill (void **state)
+{
+    fixture_t *fixture = (fixture_t *) *state;
+    s_start (fixture);
+    zsock_t *worker = s_raw_worker_join (fixture);
+    proto_msg_t msg = PROTO_MSG_INIT;
+    char err [256] = "";
 
     uint32_t prompt [6];
     s_fill_prompt (prompt, 6, 10);
@@ -1911,11 +1935,7 @@ test_n_sequences_fork_from_one_prefill (void **state)
     proto_msg_reset (&submit);
 
     //  Step 1: only sequence 0, the whole prompt.
-    do {
-        proto_msg_reset (&msg);
-        assert_int_equal (proto_recv (worker, &msg, NULL, err, sizeof err), 0);
-    } while (msg.kind == PROTO_HEARTBEAT);
-    assert_int_equal (msg.kind, PROTO_STEP);
+    s_raw_recv_step (worker, &msg);
     assert_int_equal (msg.n_seqs, 1);
     assert_true (msg.seqs [0].seq_id == 77);
     assert_int_equal (msg.seqs [0].n_tokens, 6);
@@ -1932,11 +1952,7 @@ test_n_sequences_fork_from_one_prefill (void **state)
     //  Step 2: sequence 0 decodes; 1 and 2 start from its blocks at the last prompt
     //  position. The partial last block is held by all three: the first two to write
     //  into it get copies, the last writes into the original.
-    do {
-        proto_msg_reset (&msg);
-        assert_int_equal (proto_recv (worker, &msg, NULL, err, sizeof err), 0);
-    } while (msg.kind == PROTO_HEARTBEAT);
-    assert_int_equal (msg.kind, PROTO_STEP);
+    s_raw_recv_step (worker, &msg);
     assert_int_equal (msg.n_seqs, 3);
     assert_true (msg.seqs [0].seq_id == 77 && msg.seqs [0].pos == 6);
     assert_int_equal (msg.n_copies, 2);
@@ -1989,14 +2005,75 @@ test_n_sequences_fork_from_one_prefill (void **state)
     assert_int_equal (seen [0], 2);
     assert_int_equal (seen [1], 1);
     assert_int_equal (seen [2], 0);
-    do {
-        proto_msg_reset (&msg);
-        assert_int_equal (proto_recv (worker, &msg, NULL, err, sizeof err), 0);
-    } while (msg.kind == PROTO_HEARTBEAT);
-    assert_int_equal (msg.kind, PROTO_STEP);
+    s_raw_recv_step (worker, &msg);
     assert_int_equal (msg.n_seqs, 2);
     assert_int_equal (msg.n_frees, 1);
     assert_true (msg.frees [0] == fork_2);
+    proto_msg_reset (&msg);
+    proto_msg_reset (&result);
+    zsock_destroy (&worker);
+}
+
+//  best_of 2, n 1: nothing is sent until both sequences have finished; then the one with
+//  the higher cumulative log-probability, whole, as index 0.
+static void
+test_best_of_sends_the_most_likely_sequences_at_the_end (void **state)
+{
+    fixture_t *fixture = (fixture_t *) *state;
+    s_start (fixture);
+    zsock_t *worker = s_raw_worker_join (fixture);
+    uint32_t prompt [5];
+    s_fill_prompt (prompt, 5, 10);
+    proto_msg_t submit = PROTO_MSG_INIT;
+    submit.kind = PROTO_SUBMIT;
+    submit.request_id = 88;
+    submit.n = 1;
+    submit.best_of = 2;
+    submit.max_tokens = 2;
+    submit.sampling.temperature = 1;
+    assert_int_equal (proto_msg_set_tokens (&submit, prompt, 5), 0);
+    assert_int_equal (proto_send (&submit, fixture->tokenizer), 0);
+    proto_msg_reset (&submit);
+
+    //  Sequence 0 alone, then both, then both again: tokens 40+i with log-probability
+    //  -3 for sequence 0 and -1 for the fork, each step.
+    proto_msg_t msg = PROTO_MSG_INIT;
+    proto_msg_t result = PROTO_MSG_INIT;
+    result.kind = PROTO_STEP_RESULT;
+    result.outs = (proto_step_out_t *) calloc (2, sizeof (proto_step_out_t));
+    uint64_t fork_id = 0;
+    uint32_t expected_seqs [3] = { 1, 2, 1 };
+    for (uint32_t step = 0; step < 3; step++) {
+        s_raw_recv_step (worker, &msg);
+        assert_int_equal (msg.n_seqs, expected_seqs [step]);
+        result.step_id = msg.step_id;
+        result.n_outs = msg.n_seqs;
+        for (uint32_t i = 0; i < msg.n_seqs; i++) {
+            bool is_fork = msg.seqs [i].seq_id != 88;
+            if (is_fork)
+                fork_id = msg.seqs [i].seq_id;
+            result.outs [i] = (proto_step_out_t) { .seq_id = msg.seqs [i].seq_id,
+                                                   .token = 40 + step + (is_fork? 10: 0),
+                                                   .logprob = is_fork? -1.0f: -3.0f };
+        }
+        assert_int_equal (proto_send (&result, worker), 0);
+        if (step < 2)
+            s_tokenizer_expect_nothing (fixture, 50);
+    }
+    assert_true (fork_id > PROTO_MAX_REQUEST_ID);
+    //  The fork's two tokens (51, 52), finished by length, as the one answer.
+    proto_msg_t tokens = PROTO_MSG_INIT;
+    char err [256] = "";
+    assert_int_equal (proto_recv (fixture->tokenizer, &tokens, NULL, err, sizeof err), 0);
+    assert_int_equal (tokens.kind, PROTO_TOKENS);
+    assert_true (tokens.request_id == 88);
+    assert_int_equal (tokens.index, 0);
+    assert_int_equal (tokens.n_tokens, 2);
+    assert_int_equal (tokens.tokens [0], 51);
+    assert_int_equal (tokens.tokens [1], 52);
+    assert_int_equal (tokens.finish, PROTO_FINISH_LENGTH);
+    proto_msg_reset (&tokens);
+    s_tokenizer_expect_nothing (fixture, 100);
     proto_msg_reset (&msg);
     proto_msg_reset (&result);
     zsock_destroy (&worker);
@@ -2059,6 +2136,8 @@ main (void)
             s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_n_sequences_fork_from_one_prefill, s_setup,
                                          s_teardown),
+        cmocka_unit_test_setup_teardown (
+            test_best_of_sends_the_most_likely_sequences_at_the_end, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_cancel_frees_the_blocks_of_a_running_request,
                                          s_setup, s_teardown),
     };
