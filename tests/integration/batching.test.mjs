@@ -154,13 +154,13 @@ test('20 streams dropped by their clients: nothing keeps running, every block is
 
 test('preempted requests give the same tokens (a KV pool too small for all)', async () => {
   // stories260K: 5 layers, 4 KV heads of 8: a block of 16 positions is 2 * 5 * 16 * 32 * 2
-  // = 10240 bytes. 40 blocks hold 640 positions: one 512-token sequence, not 16 requests
-  // of up to ~110 tokens each.
+  // = 10240 bytes. 24 blocks hold 384 positions: one 256-token sequence, and not two of
+  // the requests below (up to 35 + 200 tokens each), however they overlap.
   const small = await startServer('stories260K.gguf',
-    ['--kv-cache-memory', String(40 * 10240), '--max-model-len', '512',
+    ['--kv-cache-memory', String(24 * 10240), '--max-model-len', '256',
      '--max-num-seqs', '16']);
   try {
-    const list = requests(16).map((r) => ({ ...r, max_tokens: 80 }));
+    const list = requests(16).map((r) => ({ ...r, max_tokens: 200 }));
     const expected = alone(small, list);
     const got = await together(small, list);
     assert.deepEqual(got, expected);
