@@ -1594,10 +1594,11 @@ test_chat_invalid_requests (void **state)
     s_response_reset (&response);
 
     response = s_call (fixture, "--http2-prior-knowledge", "POST", "/v1/chat/completions",
-        s_chat_body ("'messages':[{'role':'user','content':'Hi'}],'n':2,'best_of':3"));
+        s_chat_body ("'messages':[{'role':'user','content':'Hi'}],'n':2,'best_of':3,"
+                     "'stream':true"));
     assert_int_equal (response.status, 400);
     s_assert_error_body (&response, "invalid_request_error", "best_of",
-                         "best_of is not supported yet");
+                         "best_of above n cannot be streamed");
     s_response_reset (&response);
 
     response = s_call (fixture, "", "GET", "/v1/chat/completions", NULL);
