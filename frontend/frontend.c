@@ -296,21 +296,6 @@ s_random_seed (void)
     return seed;
 }
 
-static size_t
-s_id_hash (const void *key)
-{
-    uint64_t id = *(const uint64_t *) key;
-    return (size_t) (id ^ (id >> 29));
-}
-
-static int
-s_id_compare (const void *key1, const void *key2)
-{
-    uint64_t id1 = *(const uint64_t *) key1;
-    uint64_t id2 = *(const uint64_t *) key2;
-    return id1 < id2? -1: id1 > id2? 1: 0;
-}
-
 static bool
 s_iovec_is (h2o_iovec_t value, const char *text)
 {
@@ -2129,15 +2114,11 @@ s_server_new (zsock_t *pipe, frontend_args_t *args)
     server->drain_entry.cb = s_on_drain_timeout;
     server->probe_entry.cb = s_on_probe;
 
-    server->pending = zhashx_new ();
+    server->pending = proto_id_table_new (NULL);
     if (!server->pending) {
         snprintf (args->error, sizeof args->error, "out of memory");
         goto failed;
     }
-    zhashx_set_key_hasher (server->pending, s_id_hash);
-    zhashx_set_key_comparator (server->pending, s_id_compare);
-    zhashx_set_key_duplicator (server->pending, NULL);
-    zhashx_set_key_destructor (server->pending, NULL);
 
     if (!args->model_name || !*args->model_name) {
         snprintf (args->error, sizeof args->error, "no model name");

@@ -52,7 +52,7 @@ typedef struct {
     tool_parser_format_t tool_format;
     uint32_t stop_tokens [64];      //  the model's end-of-generation tokens
     uint32_t n_stop_tokens;
-    zhashx_t *requests;             //  "%016x" id -> request_t *
+    zhashx_t *requests;             //  request_t * by its id
     bool scheduler_down;
     bool terminated;
     bool asked_to_stop;             //  "$TERM" came; otherwise we say STOPPED
@@ -80,26 +80,16 @@ s_request_free (void **item)
     s_request_destroy ((request_t **) item);
 }
 
-static void
-s_key (uint64_t id, char *key)
-{
-    snprintf (key, 17, "%016" PRIx64, id);
-}
-
 static request_t *
 s_find (tokenizer_t *self, uint64_t id)
 {
-    char key [17];
-    s_key (id, key);
-    return (request_t *) zhashx_lookup (self->requests, key);
+    return (request_t *) zhashx_lookup (self->requests, &id);
 }
 
 static void
 s_forget (tokenizer_t *self, uint64_t id)
 {
-    char key [17];
-    s_key (id, key);
-    zhashx_delete (self->requests, key);
+    zhashx_delete (self->requests, &id);
 }
 
 static void
@@ -325,9 +315,7 @@ s_handle_generate (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
         free (ids);
         return;
     }
-    char key [17];
-    s_key (request->id, key);
-    zhashx_insert (self->requests, key, request);
+    zhashx_insert (self->requests, &request->id, request);
 
     proto_msg_t submit = PROTO_MSG_INIT;
     submit.kind = PROTO_SUBMIT;
@@ -583,8 +571,7 @@ s_start (tokenizer_t *self)
     size_t n_eog = vocab_eog_tokens (self->vocab, self->stop_tokens,
                                      sizeof self->stop_tokens / sizeof self->stop_tokens [0]);
     self->n_stop_tokens = (uint32_t) (n_eog < 64 ? n_eog : 64);
-    self->requests = zhashx_new ();
-    zhashx_set_destructor (self->requests, s_request_free);
+    self->requests = proto_id_table_new (s_request_free);
 
     self->inbox = zsock_new (ZMQ_ROUTER);
     self->scheduler = zsock_new (ZMQ_DEALER);
