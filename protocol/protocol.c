@@ -525,6 +525,27 @@ s_id_compare (const void *key1, const void *key2)
     return id1 < id2? -1: id1 > id2? 1: 0;
 }
 
+zsock_t *
+proto_router_new (const char *endpoint, char *err, size_t err_size)
+{
+    zsock_t *router = zsock_new (ZMQ_ROUTER);
+    if (!router) {
+        snprintf (err, err_size, "could not create a ROUTER socket");
+        return NULL;
+    }
+    zsock_set_router_mandatory (router, 1);
+    zsock_set_sndhwm (router, 0);
+    zsock_set_rcvhwm (router, 0);
+    zsock_set_maxmsgsize (router, PROTO_MAX_FRAME_BYTES);
+    zsock_set_sndtimeo (router, 0);
+    if (zsock_bind (router, "%s", endpoint) == -1) {
+        snprintf (err, err_size, "could not bind %s: %s", endpoint,
+                  zmq_strerror (zmq_errno ()));
+        zsock_destroy (&router);
+    }
+    return router;
+}
+
 zhashx_t *
 proto_id_table_new (zhashx_destructor_fn destructor)
 {

@@ -255,6 +255,13 @@ int
 void
     proto_sampling_reset (proto_sampling_t *sampling);
 
+//  A ROUTER bound to endpoint, set up as every actor's inbox is: unlimited queues (a
+//  message is never dropped for a full queue: NOTES-deps.md), sends that never block,
+//  a send to a peer that is gone fails (router_mandatory) instead of vanishing, frames
+//  over PROTO_MAX_FRAME_BYTES refused. Returns NULL with a message in err.
+zsock_t *
+    proto_router_new (const char *endpoint, char *err, size_t err_size);
+
 //  A zhashx table whose keys are uint64_t ids that live inside the items (the table
 //  keeps a pointer to the item's own id, never a copy): zhashx_insert (table, &item->id,
 //  item). destructor (may be NULL) frees an item when it leaves the table.

@@ -1274,27 +1274,6 @@ s_on_clock (scheduler_t *self)
 
 //  --- The actor --------------------------------------------------------------------------
 
-static zsock_t *
-s_bind_router (const char *endpoint, char *error, size_t error_size)
-{
-    zsock_t *router = zsock_new (ZMQ_ROUTER);
-    if (!router) {
-        snprintf (error, error_size, "could not create a ROUTER socket");
-        return NULL;
-    }
-    zsock_set_router_mandatory (router, 1);
-    zsock_set_sndhwm (router, 0);
-    zsock_set_rcvhwm (router, 0);
-    zsock_set_maxmsgsize (router, PROTO_MAX_FRAME_BYTES);
-    zsock_set_sndtimeo (router, 0);
-    if (zsock_bind (router, "%s", endpoint) == -1) {
-        snprintf (error, error_size, "could not bind %s: %s", endpoint,
-                  zmq_strerror (zmq_errno ()));
-        zsock_destroy (&router);
-    }
-    return router;
-}
-
 static int
 s_start (scheduler_t *self)
 {
@@ -1307,10 +1286,10 @@ s_start (scheduler_t *self)
                                  : DEFAULT_MAX_NUM_BATCHED_TOKENS;
     self->waiting = zlistx_new ();
     self->workers = zlistx_new ();
-    self->inbox = s_bind_router (args->inbox_endpoint, args->error, sizeof args->error);
+    self->inbox = proto_router_new (args->inbox_endpoint, args->error, sizeof args->error);
     if (!self->inbox)
         return -1;
-    self->workers_router = s_bind_router (args->worker_endpoint, args->error,
+    self->workers_router = proto_router_new (args->worker_endpoint, args->error,
                                           sizeof args->error);
     if (!self->workers_router)
         return -1;

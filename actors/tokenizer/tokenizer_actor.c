@@ -573,20 +573,18 @@ s_start (tokenizer_t *self)
     self->n_stop_tokens = (uint32_t) (n_eog < 64 ? n_eog : 64);
     self->requests = proto_id_table_new (s_request_free);
 
-    self->inbox = zsock_new (ZMQ_ROUTER);
-    self->scheduler = zsock_new (ZMQ_DEALER);
-    if (!self->inbox || !self->scheduler)
+    self->inbox = proto_router_new (args->inbox_endpoint, args->error,
+                                    sizeof args->error);
+    if (!self->inbox)
         return -1;
-    zsock_set_router_mandatory (self->inbox, 1);
-    zsock_set_sndhwm (self->inbox, 0);
-    zsock_set_rcvhwm (self->inbox, 0);
-    zsock_set_sndtimeo (self->inbox, 0);
+    self->scheduler = zsock_new (ZMQ_DEALER);
+    if (!self->scheduler)
+        return -1;
     zsock_set_sndhwm (self->scheduler, 0);
     zsock_set_rcvhwm (self->scheduler, 0);
-    if (zsock_bind (self->inbox, "%s", args->inbox_endpoint) == -1
-    ||  zsock_connect (self->scheduler, "%s", args->scheduler_endpoint) == -1) {
-        snprintf (args->error, sizeof args->error, "could not bind %s or connect %s",
-                  args->inbox_endpoint, args->scheduler_endpoint);
+    if (zsock_connect (self->scheduler, "%s", args->scheduler_endpoint) == -1) {
+        snprintf (args->error, sizeof args->error, "could not connect %s",
+                  args->scheduler_endpoint);
         return -1;
     }
     self->poller = zpoller_new (self->pipe, self->inbox, self->scheduler, NULL);
