@@ -809,3 +809,113 @@ api_error_to_json (const api_error_t *error)
 {
     return api_error_json (error->status, error->message, error->param, error->code);
 }
+
+
+//  --------------------------------------------------------------------------
+//  /tokenize and /detokenize
+
+int
+tokenize_request_parse (const char *body, size_t size, const char *model_name,
+                        bool detokenize, tokenize_request_t *request, api_error_t *error)
+{
+    memset (request, 0, sizeof *request);
+    memset (error, 0, sizeof *error);
+    request->add_special_tokens = true;
+    json_t *root = request_body_load (body, size, error);
+    if (!root)
+        return -1;
+    int rc = 0;
+    json_t *model = json_object_get (root, "model");
+    if (model && !json_is_null (model))
+        rc = request_model_check (root, model_name, error);
+    if (rc == 0 && detokenize) {
+        json_t *tokens = json_object_get (root, "tokens");
+        if (!json_is_array (tokens) || json_array_size (tokens) > PROTO_MAX_TOKENS) {
+            api_error_set (error, 400, "tokens", NULL, "'tokens' must be an array of at "
+                           "most %u token ids", PROTO_MAX_TOKENS);
+            rc = -1;
+        }
+        size_t count = rc == 0? json_array_size (tokens): 0;
+        if (count > 0) {
+            request->tokens = (uint32_t *) malloc (count * sizeof (uint32_t));
+            if (!request->tokens) {
+                api_error_set (error, 500, NULL, NULL, "out of memory");
+                rc = -1;
+            }
+        }
+        for (size_t index = 0; rc == 0 && index < count; index++) {
+            json_t *id = json_array_get (tokens, index);
+            if (!json_is_integer (id) || json_integer_value (id) < 0
+            ||  json_integer_value (id) > (json_int_t) UINT32_MAX) {
+                api_error_set (error, 400, "tokens", NULL,
+                               "'tokens' must hold non-negative integers");
+                rc = -1;
+            }
+            else
+                request->tokens [request->n_tokens++] = (uint32_t) json_integer_value (id);
+        }
+    }
+    else
+    if (rc == 0) {
+        json_t *prompt = json_object_get (root, "prompt");
+        if (json_object_get (root, "messages") && !prompt) {
+            api_error_set (error, 400, "messages", NULL, "/tokenize takes a 'prompt' "
+                           "string; the chat form with 'messages' is not supported yet");
+            rc = -1;
+        }
+        else
+        if (!json_is_string (prompt)) {
+            api_error_set (error, 400, "prompt", NULL, "'prompt' must be a string");
+            rc = -1;
+        }
+        else {
+            request->prompt = strdup (json_string_value (prompt));
+            if (!request->prompt) {
+                api_error_set (error, 500, NULL, NULL, "out of memory");
+                rc = -1;
+            }
+        }
+        if (rc == 0)
+            rc = s_parse_boolean (root, "add_special_tokens", &request->add_special_tokens,
+                                  error);
+    }
+    json_decref (root);
+    if (rc != 0)
+        tokenize_request_reset (request);
+    return rc;
+}
+
+void
+tokenize_request_reset (tokenize_request_t *request)
+{
+    free (request->prompt);
+    free (request->tokens);
+    memset (request, 0, sizeof *request);
+}
+
+char *
+tokenize_response_json (const uint32_t *tokens, uint32_t n_tokens, uint32_t n_ctx)
+{
+    json_t *ids = json_array ();
+    for (uint32_t index = 0; ids && index < n_tokens; index++)
+        if (json_array_append_new (ids, json_integer (tokens [index])) != 0) {
+            json_decref (ids);
+            ids = NULL;
+        }
+    json_t *root = ids? json_pack ("{s:I, s:I, s:o}", "count", (json_int_t) n_tokens,
+                                   "max_model_len", (json_int_t) n_ctx, "tokens", ids)
+                      : NULL;
+    char *text = root? json_dumps (root, JSON_COMPACT): NULL;
+    json_decref (root);
+    return text;
+}
+
+char *
+detokenize_response_json (const char *text, size_t size)
+{
+    json_t *prompt = api_json_string (text, size);
+    json_t *root = prompt? json_pack ("{s:o}", "prompt", prompt): NULL;
+    char *body = root? json_dumps (root, JSON_COMPACT): NULL;
+    json_decref (root);
+    return body;
+}

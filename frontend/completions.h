@@ -158,6 +158,31 @@ char *
 char *
     models_list_json (const char *model, int64_t created, uint32_t n_ctx);
 
+//  POST /tokenize (vLLM's): {"model"? (when given, ours), "prompt": string,
+//  "add_special_tokens"? (default true: BOS as the model asks)}; POST /detokenize:
+//  {"model"?, "tokens": [ids]} (at most PROTO_MAX_TOKENS). A chat "messages" form is not
+//  there yet (400).
+typedef struct {
+    char *prompt;               //  heap (tokenize)
+    bool add_special_tokens;
+    uint32_t *tokens;           //  heap (detokenize)
+    uint32_t n_tokens;
+} tokenize_request_t;
+
+int
+    tokenize_request_parse (const char *body, size_t size, const char *model_name,
+                            bool detokenize, tokenize_request_t *request,
+                            api_error_t *error);
+
+void
+    tokenize_request_reset (tokenize_request_t *request);
+
+//  {"count": n, "max_model_len": n_ctx, "tokens": [...]} and {"prompt": text}.
+char *
+    tokenize_response_json (const uint32_t *tokens, uint32_t n_tokens, uint32_t n_ctx);
+char *
+    detokenize_response_json (const char *text, size_t size);
+
 //  An OpenAI error body. param and code may be NULL or "" (JSON null).
 char *
     api_error_json (int status, const char *message, const char *param, const char *code);

@@ -152,7 +152,9 @@ typedef struct {
 
 typedef enum {
     ENDPOINT_COMPLETIONS,           //  /v1/completions
-    ENDPOINT_CHAT                   //  /v1/chat/completions
+    ENDPOINT_CHAT,                  //  /v1/chat/completions
+    ENDPOINT_TOKENIZE,              //  /tokenize
+    ENDPOINT_DETOKENIZE             //  /detokenize
 } endpoint_t;
 
 //  A list of strings from a JSON array (--allowed-origins and friends).
@@ -1146,14 +1148,12 @@ s_queue_full (server_t *server, h2o_req_t *req)
     return true;
 }
 
-//  A validated request: its pending_t, and GENERATE to the tokenizer with the prompt
-//  (text) or the chat (JSON).
-static void
-s_generate (server_t *server, h2o_req_t *req, endpoint_t endpoint, const char *text,
-            const char *chat, const generation_options_t *options, double arrived_at)
+//  A request's record until it is answered, in the table by its new id; n choices (1 ..
+//  PROTO_MAX_N) come in the same allocation.
+static pending_t *
+s_pending_new (server_t *server, h2o_req_t *req, endpoint_t endpoint, uint32_t n,
+               double arrived_at)
 {
-    //  n is 1 .. PROTO_MAX_N (validated); the choices come in the same allocation.
-    uint32_t n = options->n >= 1 && options->n <= PROTO_MAX_N? options->n: 1;
     size_t size = sizeof (pending_t) + n * sizeof (choice_t);
     pending_t *pending = (pending_t *) h2o_mem_alloc_shared (&req->pool, size,
                                                              s_pending_dispose);
@@ -1173,10 +1173,43 @@ s_generate (server_t *server, h2o_req_t *req, endpoint_t endpoint, const char *t
         completion_id_format (pending->id, pending->id_text);
     pending->created = (int64_t) time (NULL);
     pending->arrived_at = arrived_at;
+    zhashx_insert (server->pending, &pending->id, pending);
+    return pending;
+}
+
+//  Send msg to the tokenizer for pending; a message over the protocol's limits is a
+//  413, a tokenizer that cannot be reached a 503.
+static void
+s_pending_send (pending_t *pending, const proto_msg_t *msg)
+{
+    server_t *server = pending->server;
+    int rc = proto_send (msg, server->tokenizer);
+    int send_errno = errno;
+    s_check_input (server);
+    if (rc != 0 && send_errno == EINVAL)     //  refused by proto_encode: over its limits
+        s_pending_fail (pending, 413, "the request is too large", false);
+    else
+    if (rc != 0) {
+        char message [200];
+        snprintf (message, sizeof message,
+                  "the request could not be passed on to the model pipeline (%s)",
+                  strerror (send_errno));
+        s_pending_fail (pending, 503, message, false);
+    }
+}
+
+//  A validated request: its pending_t, and GENERATE to the tokenizer with the prompt
+//  (text) or the chat (JSON).
+static void
+s_generate (server_t *server, h2o_req_t *req, endpoint_t endpoint, const char *text,
+            const char *chat, const generation_options_t *options, double arrived_at)
+{
+    //  n is 1 .. PROTO_MAX_N (validated).
+    uint32_t n = options->n >= 1 && options->n <= PROTO_MAX_N? options->n: 1;
+    pending_t *pending = s_pending_new (server, req, endpoint, n, arrived_at);
     pending->stream = options->stream;
     pending->include_usage = options->include_usage;
     pending->ping_entry.cb = s_on_ping;
-    zhashx_insert (server->pending, &pending->id, pending);
     if (pending->stream)
         h2o_timeout_link (server->loop, &server->ping_timeout, &pending->ping_entry);
 
@@ -1200,20 +1233,48 @@ s_generate (server_t *server, h2o_req_t *req, endpoint_t endpoint, const char *t
     zlog (ZLOG_DEBUG, ACTOR, pending->id,
           "GENERATE %s n=%u max_tokens=%u temperature=%g stops=%u%s",
           endpoint == ENDPOINT_CHAT? "chat": "prompt", generate.n, generate.max_tokens,
-          (double) generate.sampling.temperature, generate.n_stops, pending->stream? " stream": "");
-    int rc = proto_send (&generate, server->tokenizer);
-    int send_errno = errno;
-    s_check_input (server);
-    if (rc != 0 && send_errno == EINVAL)     //  refused by proto_encode: over its limits
-        s_pending_fail (pending, 413, "the request is too large", false);
-    else
-    if (rc != 0) {
-        char message [200];
-        snprintf (message, sizeof message,
-                  "the request could not be passed on to the model pipeline (%s)",
-                  strerror (send_errno));
-        s_pending_fail (pending, 503, message, false);
+          (double) generate.sampling.temperature, generate.n_stops,
+          pending->stream? " stream": "");
+    s_pending_send (pending, &generate);
+}
+
+//  POST /tokenize and /detokenize: the tokenizer answers with TOKENS or OUTPUT
+//  (s_pending_tokenized).
+static void
+s_handle_tokenize (server_t *server, h2o_req_t *req, endpoint_t endpoint)
+{
+    if (!s_accepting (server, req))
+        return;
+    tokenize_request_t request;
+    api_error_t error;
+    if (tokenize_request_parse (req->entity.base, req->entity.len, server->args->model_name,
+                                endpoint == ENDPOINT_DETOKENIZE, &request, &error) != 0) {
+        s_send_json_owned (req, error.status, api_error_to_json (&error));
+        return;
     }
+    pending_t *pending = s_pending_new (server, req, endpoint, 1, s_now ());
+    proto_msg_t msg = PROTO_MSG_INIT;
+    msg.kind = endpoint == ENDPOINT_TOKENIZE? PROTO_TOKENIZE: PROTO_DETOKENIZE;
+    msg.request_id = pending->id;
+    msg.text = request.prompt;              //  borrowed: msg is not reset
+    msg.add_special_tokens = request.add_special_tokens;
+    msg.tokens = request.tokens;
+    msg.n_tokens = request.n_tokens;
+    s_pending_send (pending, &msg);
+    tokenize_request_reset (&request);
+}
+
+//  The tokenizer's answer to /tokenize (TOKENS) or /detokenize (OUTPUT).
+static void
+s_pending_tokenized (pending_t *pending, const proto_msg_t *msg)
+{
+    server_t *server = pending->server;
+    char *body = msg->kind == PROTO_TOKENS
+               ? tokenize_response_json (msg->tokens, msg->n_tokens, server->args->n_ctx)
+               : detokenize_response_json (msg->text, msg->text? strlen (msg->text): 0);
+    h2o_req_t *req = pending->req;
+    s_pending_close (pending);
+    s_send_json_owned (req, 200, body);
 }
 
 static void
@@ -1567,6 +1628,14 @@ s_on_request (h2o_handler_t *self, h2o_req_t *req)
             s_send_method_not_allowed (req, "GET, HEAD");
     }
     else
+    if (s_iovec_is (path, "/tokenize") || s_iovec_is (path, "/detokenize")) {
+        if (s_iovec_is (req->method, "POST"))
+            s_handle_tokenize (server, req, s_iovec_is (path, "/tokenize")
+                                            ? ENDPOINT_TOKENIZE: ENDPOINT_DETOKENIZE);
+        else
+            s_send_method_not_allowed (req, "POST");
+    }
+    else
     if (s_iovec_is (path, "/metrics")) {
         if (is_get)
             s_handle_metrics (server, req);
@@ -1854,6 +1923,10 @@ s_handle_tokenizer (server_t *server)
         return;
     }
     pending_t *pending = (pending_t *) zhashx_lookup (server->pending, &msg.request_id);
+    if (pending && ((msg.kind == PROTO_TOKENS && pending->endpoint == ENDPOINT_TOKENIZE)
+                ||  (msg.kind == PROTO_OUTPUT && pending->endpoint == ENDPOINT_DETOKENIZE)))
+        s_pending_tokenized (pending, &msg);
+    else
     if (msg.kind == PROTO_OUTPUT) {
         if (!pending)
             zlog (ZLOG_DEBUG, ACTOR, msg.request_id, "OUTPUT for no pending request");

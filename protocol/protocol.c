@@ -33,7 +33,8 @@
         PROTO_MAX_BIAS pairs, top of at most PROTO_MAX_LOGPROBS pairs, copies of an even
         number of ids, finish 0 .. 3;
       - required fields (all others default to 0, NULL or empty):
-          GENERATE, CANCEL, OUTPUT, TOKENS   request_id
+          GENERATE, CANCEL, OUTPUT, TOKENS,  request_id
+          TOKENIZE, DETOKENIZE
           ERROR                              request_id, status
           SUBMIT                             request_id, tokens
           HELLO                              version, fingerprint
@@ -102,6 +103,7 @@ typedef enum {
     FIELD_INDEX,
     FIELD_ONLY_INDEX,
     FIELD_BEST_OF,
+    FIELD_ADD_SPECIAL_TOKENS,
     FIELD_COUNT
 } s_field_t;
 
@@ -143,7 +145,8 @@ static const char *s_field_names [FIELD_COUNT] = {
     [FIELD_N] = "n",
     [FIELD_INDEX] = "index",
     [FIELD_ONLY_INDEX] = "only_index",
-    [FIELD_BEST_OF] = "best_of"
+    [FIELD_BEST_OF] = "best_of",
+    [FIELD_ADD_SPECIAL_TOKENS] = "add_special_tokens"
 };
 
 //  One field of a kind, and whether a decoder insists on it.
@@ -202,7 +205,12 @@ static const s_kind_t s_kinds [PROTO_KIND_COUNT] = {
         { FIELD_WORKERS, false }, { FIELD_RUNNING, false }, { FIELD_WAITING, false },
         { FIELD_KV_BLOCKS_USED, false }, { FIELD_KV_BLOCKS_TOTAL, false },
         { FIELD_PREFIX_QUERIES, false }, { FIELD_PREFIX_HITS, false },
-        { FIELD_PREEMPTIONS, false } } }
+        { FIELD_PREEMPTIONS, false } } },
+    [PROTO_TOKENIZE] = { .name = "TOKENIZE", .n_fields = 3, .fields = {
+        { FIELD_REQUEST_ID, true }, { FIELD_TEXT, false },
+        { FIELD_ADD_SPECIAL_TOKENS, false } } },
+    [PROTO_DETOKENIZE] = { .name = "DETOKENIZE", .n_fields = 2, .fields = {
+        { FIELD_REQUEST_ID, true }, { FIELD_TOKENS, false } } }
 };
 
 //  The kind's description, or NULL when kind is not a valid kind.
@@ -826,6 +834,9 @@ s_pack_field (msgpack_packer *packer, const proto_msg_t *msg, s_field_t field)
             if (msg->best_of > PROTO_MAX_N)
                 return -1;
             return msgpack_pack_uint32 (packer, msg->best_of);
+        case FIELD_ADD_SPECIAL_TOKENS:
+            return msg->add_special_tokens? msgpack_pack_true (packer)
+                                          : msgpack_pack_false (packer);
         case FIELD_CHAT:
             return s_pack_optional_text (packer, msg->chat);
         case FIELD_TOOL_CALLS:
@@ -1730,6 +1741,8 @@ s_read_field (s_reader_t *reader, proto_msg_t *msg, s_field_t field)
             return s_read_bool (reader, &msg->only_index);
         case FIELD_BEST_OF:
             return s_read_limited_uint32 (reader, &msg->best_of, PROTO_MAX_N);
+        case FIELD_ADD_SPECIAL_TOKENS:
+            return s_read_bool (reader, &msg->add_special_tokens);
         default:
             s_fail (reader, "no decoder for this field");
             return -1;

@@ -71,7 +71,9 @@ typedef enum {
     PROTO_HEARTBEAT = 12,   //  worker <-> scheduler: I am alive
     PROTO_BYE = 13,         //  worker -> scheduler: I am leaving
     PROTO_STATUS = 14,      //  scheduler -> frontend (PUB/SUB): load and health
-    PROTO_KIND_COUNT = 15
+    PROTO_TOKENIZE = 15,    //  frontend -> tokenizer: text to ids (answered with TOKENS)
+    PROTO_DETOKENIZE = 16,  //  frontend -> tokenizer: ids to text (answered with OUTPUT)
+    PROTO_KIND_COUNT = 17
 } proto_kind_t;
 
 //  Why a request ended (PROTO_TOKENS and PROTO_OUTPUT).
@@ -166,6 +168,10 @@ typedef struct {
 //  STEP_RESULT  step_id, outs/n_outs, text (empty, or the error that failed the step)
 //  HEARTBEAT    (no fields)
 //  BYE          (no fields)
+//  TOKENIZE     request_id, text, add_special_tokens (BOS as the model asks); the
+//               answer is TOKENS (request_id, tokens, finish STOP) or ERROR
+//  DETOKENIZE   request_id, tokens; the answer is OUTPUT (request_id, text, finish
+//               STOP) or ERROR
 //  STATUS       workers, running, waiting, kv_blocks_used, kv_blocks_total,
 //               prefix_queries, prefix_hits (blocks), preemptions (totals since start)
 typedef struct {
@@ -183,6 +189,7 @@ typedef struct {
     uint32_t best_of;               //  sequences generated, when more than n
     uint32_t index;                 //  which of them (TOKENS, OUTPUT, CANCEL)
     bool only_index;                //  CANCEL: that sequence only, not the request
+    bool add_special_tokens;        //  TOKENIZE
     proto_finish_t finish;
     uint32_t prompt_tokens;
     uint32_t completion_tokens;

@@ -7,6 +7,7 @@
 */
 #include "tokenizer_actor.h"
 #include "chat_template.h"
+#include "detok.h"
 #include "gguf.h"
 #include "output_text.h"
 #include "protocol.h"
@@ -196,11 +197,11 @@ s_render_chat (tokenizer_t *self, const char *chat, bool *tools, char *err, size
 //  unless the prompt already starts with it (a chat template that writes bos_token).
 //  Returns the count and a heap array in *ids, or -1 with the reason in err.
 static int64_t
-s_tokenize (tokenizer_t *self, const char *text, uint32_t **ids, bool *out_of_memory,
-            char *err, size_t err_size)
+s_tokenize (tokenizer_t *self, const char *text, bool add_special_tokens, uint32_t **ids,
+            bool *out_of_memory, char *err, size_t err_size)
 {
     size_t length = strlen (text);
-    bool add_bos = vocab_add_bos (self->vocab);
+    bool add_bos = add_special_tokens && vocab_add_bos (self->vocab);
     uint32_t bos = vocab_bos (self->vocab);
     const char *bos_text = bos != UINT32_MAX ? vocab_token_text (self->vocab, bos) : NULL;
     if (add_bos && bos_text && bos_text [0] && strncmp (text, bos_text, strlen (bos_text)) == 0)
@@ -282,7 +283,7 @@ s_handle_generate (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
     uint32_t *ids = NULL;
     bool out_of_memory = false;
     int64_t n_ids = s_tokenize (self, rendered ? rendered : msg->text ? msg->text : "",
-                                &ids, &out_of_memory, err, sizeof err);
+                                true, &ids, &out_of_memory, err, sizeof err);
     free (rendered);
     if (n_ids < 0) {
         char message [600];
@@ -409,6 +410,79 @@ s_handle_tokens (tokenizer_t *self, proto_msg_t *msg)
     }
 }
 
+//  TOKENIZE: the prompt's ids (as a GENERATE would send them with add_special_tokens,
+//  BOS as the model asks) in a TOKENS answer.
+static void
+s_handle_tokenize (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
+{
+    uint32_t *ids = NULL;
+    bool out_of_memory = false;
+    char err [512];
+    int64_t n_ids = s_tokenize (self, msg->text? msg->text: "", msg->add_special_tokens,
+                                &ids, &out_of_memory, err, sizeof err);
+    if (n_ids < 0) {
+        s_send_error (self, msg->request_id, reply_to, out_of_memory? 500: 400, err);
+        free (ids);
+        return;
+    }
+    proto_msg_t tokens = PROTO_MSG_INIT;
+    tokens.kind = PROTO_TOKENS;
+    tokens.request_id = msg->request_id;
+    tokens.tokens = ids;                    //  borrowed: tokens is not reset
+    tokens.n_tokens = (uint32_t) n_ids;
+    tokens.finish = PROTO_FINISH_STOP;
+    s_send_to_frontend (self, &tokens, reply_to);
+    free (ids);
+}
+
+//  DETOKENIZE: the text of the ids (special tokens as their text) in an OUTPUT answer.
+static void
+s_handle_detokenize (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
+{
+    uint32_t n_vocab = vocab_size (self->vocab);
+    for (uint32_t i = 0; i < msg->n_tokens; i++)
+        if (msg->tokens [i] >= n_vocab) {
+            char message [160];
+            snprintf (message, sizeof message, "token %u (at %u) is not in the vocabulary "
+                      "(of %u tokens)", msg->tokens [i], i, n_vocab);
+            s_send_error (self, msg->request_id, reply_to, 400, message);
+            return;
+        }
+    //  Each token gives at most a few bytes: grow when a piece does not fit.
+    detok_t *detok = detok_new (self->vocab);
+    size_t size = 0, limit = 256;
+    char *text = (char *) malloc (limit);
+    bool ok = detok && text;
+    for (uint32_t i = 0; ok && i <= msg->n_tokens; i++) {
+        const char *piece = i < msg->n_tokens? detok_add (detok, msg->tokens [i])
+                                             : detok_flush (detok);
+        size_t length = strlen (piece);
+        if (size + length + 1 > limit) {
+            limit = 2 * (size + length + 1);
+            char *grown = (char *) realloc (text, limit);
+            ok = grown != NULL;
+            if (ok)
+                text = grown;
+        }
+        if (ok) {
+            memcpy (text + size, piece, length + 1);
+            size += length;
+        }
+    }
+    proto_msg_t output = PROTO_MSG_INIT;
+    output.kind = PROTO_OUTPUT;
+    output.request_id = msg->request_id;
+    output.finish = PROTO_FINISH_STOP;
+    if (ok) {
+        output.text = text;                 //  borrowed: output is not reset
+        s_send_to_frontend (self, &output, reply_to);
+    }
+    else
+        s_send_error (self, msg->request_id, reply_to, 500, "out of memory");
+    free (text);
+    detok_destroy (&detok);
+}
+
 static void
 s_handle_scheduler_error (tokenizer_t *self, proto_msg_t *msg)
 {
@@ -456,6 +530,12 @@ s_read_inbox (tokenizer_t *self)
     else
     if (msg.kind == PROTO_CANCEL)
         s_handle_cancel (self, &msg);
+    else
+    if (msg.kind == PROTO_TOKENIZE)
+        s_handle_tokenize (self, &msg, routing_id);
+    else
+    if (msg.kind == PROTO_DETOKENIZE)
+        s_handle_detokenize (self, &msg, routing_id);
     else
         zlog (ZLOG_WARN, ACTOR, msg.request_id, "unexpected %s from the frontend side",
               proto_kind_name (msg.kind));

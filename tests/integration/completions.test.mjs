@@ -376,3 +376,26 @@ test('the OpenAI Node SDK gets n=3 choices, plain and streamed', async () => {
   assert.deepEqual(texts, completion.choices.map((c) => c.text));
   assert.deepEqual(usage, completion.usage);
 });
+
+test('/tokenize and /detokenize (vLLM\'s) give the ids the model runs and their text', () => {
+  const c = stories[0];
+  for (const http2 of [false, true]) {
+    const r = postJson(`${server.url}/tokenize`, { model: 'stories260K', prompt: c.prompt },
+                       { http2 });
+    assert.equal(r.status, 200, r.body);
+    assert.deepEqual(r.json, { count: c.prompt_ids.length, max_model_len: r.json.max_model_len,
+                               tokens: c.prompt_ids });
+    assert.ok(r.json.max_model_len > 0);
+  }
+  const plain = postJson(`${server.url}/tokenize`, { prompt: c.prompt, add_special_tokens: false });
+  assert.deepEqual(plain.json.tokens, c.prompt_ids.slice(1));
+  const text = postJson(`${server.url}/detokenize`, { tokens: c.output_ids.slice(0, 8) });
+  assert.equal(text.status, 200, text.body);
+  assert.ok(c.output_text.startsWith(text.json.prompt), text.body);
+  checkError(postJson(`${server.url}/detokenize`, { tokens: [1, 100000] }), 400, null);
+  checkError(postJson(`${server.url}/detokenize`, { tokens: 'x' }), 400, 'tokens');
+  checkError(postJson(`${server.url}/tokenize`, { prompt: 5 }), 400, 'prompt');
+  checkError(postJson(`${server.url}/tokenize`, { model: 'other', prompt: 'a' }), 404, 'model');
+  const get = curl(['-s', `${server.url}/tokenize`]);
+  assert.equal(get.status, 405);
+});

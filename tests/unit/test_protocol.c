@@ -297,6 +297,11 @@ s_assert_msg_equal (const proto_msg_t *a, const proto_msg_t *b)
                            b->stop_tokens, b->n_stop_tokens);
     assert_int_equal (a->version, b->version);
     assert_true (a->fingerprint == b->fingerprint);
+    assert_int_equal (a->n, b->n);
+    assert_int_equal (a->best_of, b->best_of);
+    assert_int_equal (a->index, b->index);
+    assert_true (a->only_index == b->only_index);
+    assert_true (a->add_special_tokens == b->add_special_tokens);
     assert_int_equal (a->n_ctx, b->n_ctx);
     assert_int_equal (a->n_blocks, b->n_blocks);
     assert_int_equal (a->block_size, b->block_size);
@@ -606,6 +611,8 @@ s_fill_sample (proto_msg_t *msg, proto_kind_t kind, int variant)
             msg->max_tokens = u32;
             s_fill_sampling (&msg->sampling, variant);
             msg->ignore_eos = variant == 1;
+            msg->n = variant == 0 ? 3 : variant == 1 ? PROTO_MAX_N : 0;
+            msg->best_of = variant == 0 ? 5 : variant == 1 ? PROTO_MAX_N : 0;
             const char *stops [3] = { "\n\n", s_utf8_text, "" };
             assert_int_equal (proto_msg_set_stops (msg, stops, variant == 2 ? 0 : 3), 0);
             assert_int_equal (proto_msg_set_stop_tokens (msg, s_some_tokens + 1,
@@ -614,9 +621,21 @@ s_fill_sample (proto_msg_t *msg, proto_kind_t kind, int variant)
         }
         case PROTO_CANCEL:
             msg->request_id = u64;
+            msg->index = variant == 0 ? 2 : variant == 1 ? PROTO_MAX_N - 1 : 0;
+            msg->only_index = variant != 2;
+            break;
+        case PROTO_TOKENIZE:
+            msg->request_id = u64;
+            assert_int_equal (proto_msg_set_text (msg, text), 0);
+            msg->add_special_tokens = variant != 2;
+            break;
+        case PROTO_DETOKENIZE:
+            msg->request_id = u64;
+            assert_int_equal (proto_msg_set_tokens (msg, s_some_tokens, n_tokens), 0);
             break;
         case PROTO_OUTPUT:
             msg->request_id = u64;
+            msg->index = variant == 0 ? 1 : variant == 1 ? PROTO_MAX_N - 1 : 0;
             assert_int_equal (proto_msg_set_text (msg, text), 0);
             msg->finish = variant == 0 ? PROTO_FINISH_STOP
                         : variant == 1 ? PROTO_FINISH_TOOL_CALLS : PROTO_FINISH_NONE;
@@ -637,6 +656,8 @@ s_fill_sample (proto_msg_t *msg, proto_kind_t kind, int variant)
             assert_int_equal (proto_msg_set_tokens (msg, s_some_tokens, n_tokens), 0);
             msg->max_tokens = u32;
             s_fill_sampling (&msg->sampling, variant);
+            msg->n = variant == 0 ? 2 : variant == 1 ? PROTO_MAX_N : 0;
+            msg->best_of = variant == 0 ? 4 : variant == 1 ? PROTO_MAX_N : 0;
             if (variant == 1)
                 msg->sampling.temperature = FLT_MIN / 4;        //  denormal
             assert_int_equal (proto_msg_set_stop_tokens (msg, s_some_tokens + 3,
@@ -644,6 +665,7 @@ s_fill_sample (proto_msg_t *msg, proto_kind_t kind, int variant)
             break;
         case PROTO_TOKENS:
             msg->request_id = u64;
+            msg->index = variant == 0 ? 1 : variant == 1 ? PROTO_MAX_N - 1 : 0;
             assert_int_equal (proto_msg_set_tokens (msg, s_some_tokens, n_tokens), 0);
             msg->finish = variant == 1 ? PROTO_FINISH_STOP : PROTO_FINISH_NONE;
             msg->prompt_tokens = u32;
@@ -2244,7 +2266,7 @@ test_frame_shape_errors (void **state)
     s_expect_error ("\x93\x02\x80\x00", 4, "expected an array of 2 elements");
     s_expect_error ("\x91\x02", 2, "expected an array of 2 elements");
     s_expect_error ("\x92\x00\x80", 3, "frame: unknown kind 0");
-    s_expect_error ("\x92\x0f\x80", 3, "frame: unknown kind 15");
+    s_expect_error ("\x92\x11\x80", 3, "frame: unknown kind 17");
     s_expect_error ("\x92\xcc\xc8\x80", 4, "frame: unknown kind 200");
     s_expect_error ("\x92\xff\x80", 3, "frame: unknown kind -1");
     s_expect_error ("\x92\xd0\x80\x80", 4, "frame: unknown kind -128");
