@@ -787,6 +787,69 @@ test_api_error_set_truncates (void **state)
     assert_string_equal (error.code, "");
 }
 
+//  /tokenize and /detokenize bodies, and their answers.
+static void
+test_tokenize_requests (void **state)
+{
+    (void) state;
+    tokenize_request_t request;
+    api_error_t error;
+    const char *body = "{\"prompt\":\"caf\\u00e9\"}";
+    assert_int_equal (tokenize_request_parse (body, strlen (body), MODEL, false, &request,
+                                              &error), 0);
+    assert_string_equal (request.prompt, "caf\xC3\xA9");
+    assert_true (request.add_special_tokens);
+    tokenize_request_reset (&request);
+    body = "{\"model\":\"" MODEL "\",\"prompt\":\"\",\"add_special_tokens\":false}";
+    assert_int_equal (tokenize_request_parse (body, strlen (body), MODEL, false, &request,
+                                              &error), 0);
+    assert_false (request.add_special_tokens);
+    tokenize_request_reset (&request);
+    body = "{\"tokens\":[1,4294967295,0]}";
+    assert_int_equal (tokenize_request_parse (body, strlen (body), MODEL, true, &request,
+                                              &error), 0);
+    assert_int_equal (request.n_tokens, 3);
+    assert_int_equal (request.tokens [1], UINT32_MAX);
+    tokenize_request_reset (&request);
+
+    struct {
+        const char *body;
+        bool detokenize;
+        int status;
+        const char *param;
+    } refused [] = {
+        { "{\"prompt\":1}", false, 400, "prompt" },
+        { "{}", false, 400, "prompt" },
+        { "{\"messages\":[]}", false, 400, "messages" },
+        { "{\"prompt\":\"a\",\"add_special_tokens\":1}", false, 400, "add_special_tokens" },
+        { "{\"model\":\"other\",\"prompt\":\"a\"}", false, 404, "model" },
+        { "{\"tokens\":\"1\"}", true, 400, "tokens" },
+        { "{\"tokens\":[-1]}", true, 400, "tokens" },
+        { "{\"tokens\":[4294967296]}", true, 400, "tokens" },
+        { "[1]", true, 400, "" },
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused [0]; i++) {
+        int rc = tokenize_request_parse (refused [i].body, strlen (refused [i].body), MODEL,
+                                         refused [i].detokenize, &request, &error);
+        assert_int_equal (rc, -1);
+        assert_int_equal (error.status, refused [i].status);
+        assert_string_equal (error.param, refused [i].param);
+        assert_null (request.prompt);
+        assert_null (request.tokens);
+    }
+
+    uint32_t ids [] = { 1, 403, 407 };
+    char *json = tokenize_response_json (ids, 3, 2048);
+    assert_string_equal (json, "{\"count\":3,\"max_model_len\":2048,\"tokens\":[1,403,407]}");
+    free (json);
+    json = tokenize_response_json (NULL, 0, 16);
+    assert_string_equal (json, "{\"count\":0,\"max_model_len\":16,\"tokens\":[]}");
+    free (json);
+    json = detokenize_response_json (" Once \xff", 7);
+    assert_string_equal (json, "{\"prompt\":\" Once \xEF\xBF\xBD\"}");
+    free (json);
+}
+
 int
 main (void)
 {
@@ -801,6 +864,7 @@ main (void)
         cmocka_unit_test (test_parse_max_tokens),
         cmocka_unit_test (test_parse_temperature),
         cmocka_unit_test (test_parse_sampling),
+        cmocka_unit_test (test_tokenize_requests),
         cmocka_unit_test (test_parse_seed_n_stream),
         cmocka_unit_test (test_parse_n_best_of),
         cmocka_unit_test (test_parse_stop),
