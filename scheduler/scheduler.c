@@ -33,7 +33,8 @@
     A request with n > 1 has n sequences: sequence 0 runs the prompt alone; when its first
     token comes, the others fork from its blocks (shared, copied by the worker when
     written) and each computes the prompt's last token again for its own logits, with
-    the request's seed + its index. Each sequence finishes on its own; a CANCEL may end
+    the request's seed + its index (they join the running list at once, even past
+    max_num_seqs). Each sequence finishes on its own; a CANCEL may end
     one of them (a stop string) or all. With best_of > n, best_of sequences run and
     nothing is sent until all have finished: then the n with the highest cumulative
     log-probability go, best first (s_rank_finished).
