@@ -1,12 +1,14 @@
 // Continuous batching end to end, on stories260K: requests that run together (and are
 // preempted when the KV pool is small) give exactly the tokens they give alone; a
 // repeated prompt is found in the prefix cache; a seed gives the same text in any batch;
-// clients that go away leave nothing running and no block held.
+// clients that go away leave nothing running and no block held; 64 streams share one
+// HTTP/2 connection (h2load, from nghttp2-client).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import os from 'node:os';
 import { startServer, postJson, postJsonAsync, curl, sharedDir, sleep } from './server.mjs';
 
 // stories260K is F32: products of 16 or more rows would go to OpenBLAS, whose sums are
@@ -119,6 +121,23 @@ test('a repeated prompt is served from the prefix cache', () => {
   const second = postJson(`${server.url}/v1/completions`, request);
   assert.equal(second.json.choices[0].text, first.json.choices[0].text);
   assert.ok(metric(server, 'zllm:prefix_cache_hits_total') > before);
+});
+
+test('64 concurrent streams on one HTTP/2 connection all succeed (h2load)', () => {
+  const body = path.join(os.tmpdir(), `zllm-h2load-${process.pid}.json`);
+  fs.writeFileSync(body, JSON.stringify({ model: 'stories260K', prompt: 'Once upon a time',
+                                          max_tokens: 16, temperature: 0 }));
+  try {
+    const r = spawnSync('h2load', ['-n', '64', '-c', '1', '-m', '64', '-d', body,
+                                   '-H', 'Content-Type: application/json',
+                                   `${server.url}/v1/completions`],
+                        { encoding: 'utf8', timeout: 60000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /64 total, 64 started, 64 done, 64 succeeded, 0 failed/, r.stdout);
+    assert.match(r.stdout, /status codes: 64 2xx/, r.stdout);
+  } finally {
+    fs.rmSync(body, { force: true });
+  }
 });
 
 test('20 streams dropped by their clients: nothing keeps running, every block is free', async () => {
