@@ -608,6 +608,28 @@ s_parse_prompt (json_t *root, completion_request_t *request, api_error_t *error)
     return 0;
 }
 
+//  echo: the prompt comes back in front of each choice's text. suffix (text after the
+//  completion, for insertion) needs a model trained for it: a non-empty one is refused.
+static int
+s_parse_echo_suffix (json_t *root, generation_options_t *options, api_error_t *error)
+{
+    if (s_parse_boolean (root, "echo", &options->echo, error) != 0)
+        return -1;
+    json_t *suffix = json_object_get (root, "suffix");
+    if (suffix && !json_is_null (suffix)) {
+        if (!json_is_string (suffix)) {
+            api_error_set (error, 400, "suffix", NULL, "'suffix' must be a string or null");
+            return -1;
+        }
+        if (json_string_length (suffix) > 0) {
+            api_error_set (error, 400, "suffix", NULL, "'suffix' is not supported: this "
+                           "server completes text only after the prompt");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int
 completion_request_parse (const char *body, size_t size, const char *model_name,
                           completion_request_t *request, api_error_t *error)
@@ -629,6 +651,8 @@ completion_request_parse (const char *body, size_t size, const char *model_name,
                                        error);
     if (rc == 0)
         rc = generation_options_parse (root, &request->options, error);
+    if (rc == 0)
+        rc = s_parse_echo_suffix (root, &request->options, error);
     json_decref (root);
     if (rc != 0)
         completion_request_reset (request);

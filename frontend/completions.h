@@ -56,6 +56,7 @@ typedef struct {
     bool has_seed;              //  false: the caller picks a random sampling.seed
     bool ignore_eos;            //  vLLM: do not stop at the model's end tokens
     uint32_t best_of;           //  sequences to generate, when more than n (0: n)
+    bool echo;                  //  completions: the prompt comes back before the text
     char **stops;               //  n_stops non-empty heap strings in a heap array, or NULL
     uint32_t n_stops;           //  at most COMPLETION_MAX_STOPS
     uint32_t stop_token_ids [COMPLETION_MAX_STOP_TOKEN_IDS];  //  vLLM's stop_token_ids

@@ -199,6 +199,8 @@ typedef struct {
     //  Streamed
     bool stream;
     bool include_usage;             //  a usage chunk before [DONE]
+    const char *echo;               //  completions with echo, streamed: the prompt, in
+                                    //  the request's pool, sent first for every choice
     bool started;                   //  h2o_start_response was called
     bool sending;                   //  an h2o_send waits for proceed
     bool final_queued;              //  the queue ends the stream: its send is the last
@@ -707,6 +709,16 @@ s_stream_start (pending_t *pending)
     pending->generator.proceed = s_on_stream_proceed;
     pending->generator.stop = s_on_stream_stop;
     h2o_start_response (req, &pending->generator);
+    if (pending->echo) {
+        for (uint32_t index = 0; index < pending->n; index++)
+            if (s_stream_queue_event (pending,
+                    completion_chunk_json (pending->id_text, pending->created,
+                                           server->args->model_name, index, pending->echo,
+                                           strlen (pending->echo), NULL,
+                                           pending->include_usage)) != 0)
+                return -1;
+        return 0;
+    }
     if (pending->endpoint != ENDPOINT_CHAT)
         return 0;
     for (uint32_t index = 0; index < pending->n; index++)
@@ -1208,6 +1220,21 @@ s_generate (server_t *server, h2o_req_t *req, endpoint_t endpoint, const char *t
     uint32_t n = options->n >= 1 && options->n <= PROTO_MAX_N? options->n: 1;
     pending_t *pending = s_pending_new (server, req, endpoint, n, arrived_at);
     pending->stream = options->stream;
+    //  echo: the prompt opens every choice's text (streamed: its first chunk).
+    if (options->echo && text && endpoint == ENDPOINT_COMPLETIONS) {
+        size_t size = strlen (text);
+        if (pending->stream) {
+            char *copy = (char *) h2o_mem_alloc_pool (&req->pool, size + 1);
+            memcpy (copy, text, size + 1);
+            pending->echo = copy;
+        }
+        else
+        for (uint32_t index = 0; index < n; index++)
+            if (s_buffer_append (&pending->choices [index].text, text, size) != 0) {
+                s_pending_fail (pending, 500, "out of memory", false);
+                return;
+            }
+    }
     pending->include_usage = options->include_usage;
     pending->ping_entry.cb = s_on_ping;
     if (pending->stream)

@@ -399,3 +399,23 @@ test('/tokenize and /detokenize (vLLM\'s) give the ids the model runs and their 
   const get = curl(['-s', `${server.url}/tokenize`]);
   assert.equal(get.status, 405);
 });
+
+test('echo puts the prompt in front of the text, plain and streamed; suffix is refused', async () => {
+  const url = `${server.url}/v1/completions`;
+  const c = stories[0];
+  const base = { model: 'stories260K', prompt: c.prompt, max_tokens: 8, temperature: 0 };
+  const plain = postJson(url, base);
+  const echoed = postJson(url, { ...base, echo: true, n: 2 });
+  assert.equal(echoed.status, 200, echoed.body);
+  for (const choice of echoed.json.choices)
+    assert.equal(choice.text, c.prompt + plain.json.choices[0].text);
+  assert.equal(echoed.json.usage.completion_tokens, 16);
+  const streamed = await postJsonAsync(url, { ...base, echo: true, stream: true });
+  const chunks = streamed.body.split('\n').filter((l) => l.startsWith('data: {'))
+                              .map((l) => JSON.parse(l.slice(6)));
+  assert.equal(chunks[0].choices[0].text, c.prompt);
+  assert.equal(chunks.map((k) => k.choices[0]?.text ?? '').join(''),
+               c.prompt + plain.json.choices[0].text);
+  checkError(postJson(url, { ...base, suffix: 'The end.' }), 400, 'suffix');
+  assert.equal(postJson(url, { ...base, suffix: '' }).status, 200);
+});

@@ -787,6 +787,30 @@ test_api_error_set_truncates (void **state)
     assert_string_equal (error.code, "");
 }
 
+//  echo (a boolean) and suffix (refused unless empty or null).
+static void
+test_parse_echo_suffix (void **state)
+{
+    (void) state;
+    completion_request_t request;
+    api_error_t error;
+    const char *body = "{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"echo\":true,"
+                       "\"suffix\":\"\"}";
+    assert_int_equal (s_parse (body, &request, &error), 0);
+    assert_true (request.options.echo);
+    completion_request_reset (&request);
+    body = "{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"suffix\":null}";
+    assert_int_equal (s_parse (body, &request, &error), 0);
+    assert_false (request.options.echo);
+    completion_request_reset (&request);
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"echo\":1}", 400, "echo",
+                      "must be a boolean");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"suffix\":\"b\"}", 400,
+                      "suffix", "'suffix' is not supported");
+    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":\"a\",\"suffix\":2}", 400,
+                      "suffix", "must be a string");
+}
+
 //  /tokenize and /detokenize bodies, and their answers.
 static void
 test_tokenize_requests (void **state)
@@ -865,6 +889,7 @@ main (void)
         cmocka_unit_test (test_parse_temperature),
         cmocka_unit_test (test_parse_sampling),
         cmocka_unit_test (test_tokenize_requests),
+        cmocka_unit_test (test_parse_echo_suffix),
         cmocka_unit_test (test_parse_seed_n_stream),
         cmocka_unit_test (test_parse_n_best_of),
         cmocka_unit_test (test_parse_stop),
