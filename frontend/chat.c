@@ -467,27 +467,30 @@ s_parse_response_format (json_t *root, api_error_t *error)
     return -1;
 }
 
+//  logprobs (a boolean) and top_logprobs (0 .. PROTO_MAX_LOGPROBS, only with logprobs
+//  true), as OpenAI checks them.
 static int
-s_parse_logprobs (json_t *root, api_error_t *error)
+s_parse_logprobs (json_t *root, generation_options_t *options, api_error_t *error)
 {
     if (s_check_boolean (root, "logprobs", error) != 0)
         return -1;
-    if (json_is_true (json_object_get (root, "logprobs"))) {
-        api_error_set (error, 400, "logprobs", NULL,
-                       "'logprobs' is not supported yet: leave it out or set it to false");
-        return -1;
-    }
+    options->want_logprobs = json_is_true (json_object_get (root, "logprobs"));
     json_t *top_logprobs = json_object_get (root, "top_logprobs");
     if (s_absent (top_logprobs))
         return 0;
-    if (!json_is_integer (top_logprobs)) {
-        api_error_set (error, 400, "top_logprobs", NULL,
-                       "'top_logprobs' must be an integer or null");
+    if (!json_is_integer (top_logprobs) || json_integer_value (top_logprobs) < 0
+    ||  json_integer_value (top_logprobs) > PROTO_MAX_LOGPROBS) {
+        api_error_set (error, 400, "top_logprobs", NULL, "'top_logprobs' must be an "
+                       "integer from 0 to %d, or null", PROTO_MAX_LOGPROBS);
         return -1;
     }
-    api_error_set (error, 400, "top_logprobs", NULL,
-                   "'top_logprobs' is only allowed when 'logprobs' is true");
-    return -1;
+    if (!options->want_logprobs) {
+        api_error_set (error, 400, "top_logprobs", NULL,
+                       "'top_logprobs' is only allowed when 'logprobs' is true");
+        return -1;
+    }
+    options->sampling.n_logprobs = (uint32_t) json_integer_value (top_logprobs);
+    return 0;
 }
 
 static int
@@ -633,7 +636,9 @@ chat_request_parse (const char *body, size_t size, const char *model_name,
     if (rc == 0)
         rc = s_parse_response_format (root, error);
     if (rc == 0)
-        rc = s_parse_logprobs (root, error);
+        rc = s_parse_logprobs (root, &request->options, error);
+    if (rc == 0)
+        rc = generation_options_check_logprobs (&request->options, error);
     if (rc == 0)
         rc = s_parse_user (root, error);
     json_t *extras = NULL;
@@ -915,15 +920,20 @@ s_message (const char *role, const chat_choice_t *choice)
     return message;
 }
 
-//  {"index", key: value (taken), "logprobs": null, "finish_reason"}: a choice of the
-//  answer (key "message") or of a chunk (key "delta").
+//  {"index", key: value (taken), "logprobs", "finish_reason"}: a choice of the answer
+//  (key "message") or of a chunk (key "delta"). logprobs: NULL (JSON null) or the
+//  tokenizer's JSON array of entries, which becomes {"content": [...]}.
 static json_t *
-s_choice (uint32_t index, const char *key, json_t *value, const char *finish_reason)
+s_choice (uint32_t index, const char *key, json_t *value, const char *finish_reason,
+          const char *logprobs)
 {
-    return json_pack ("{s:I, s:o, s:n, s:o}",
+    json_t *content = logprobs? json_loads (logprobs, 0, NULL): NULL;
+    json_t *logprobs_object = content? json_pack ("{s:o}", "content", content)
+                                     : json_null ();
+    return json_pack ("{s:I, s:o, s:o, s:o}",
                       "index", (json_int_t) index,
                       key, value,
-                      "logprobs",
+                      "logprobs", logprobs_object,
                       "finish_reason",
                       s_text_or_null (finish_reason,
                                       finish_reason? strlen (finish_reason): 0));
@@ -939,7 +949,7 @@ chat_response_json (const char *id, int64_t created, const char *model, const ch
         const chat_choice_t *choice = &choices [index];
         if (json_array_append_new (array,
                 s_choice ((uint32_t) index, "message", s_message (role, choice),
-                          choice->finish_reason)) != 0) {
+                          choice->finish_reason, choice->logprobs)) != 0) {
             json_decref (array);
             array = NULL;
         }
@@ -965,7 +975,8 @@ s_chunk_json (const char *id, int64_t created, const char *model, uint32_t index
                               "object", "chat.completion.chunk",
                               "created", (json_int_t) created,
                               "model", api_json_string (model, strlen (model)),
-                              "choices", s_choice (index, "delta", delta, finish_reason));
+                              "choices", s_choice (index, "delta", delta, finish_reason,
+                                                   NULL));
     if (root && include_usage && json_object_set_new (root, "usage", json_null ()) != 0) {
         json_decref (root);
         return NULL;

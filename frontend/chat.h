@@ -87,6 +87,8 @@ typedef struct {
     size_t content_size;                //  NULL is ""
     const chat_tool_calls_t *tool_calls;    //  NULL or empty: none
     const char *finish_reason;          //  "stop", "length" or "tool_calls"
+    const char *logprobs;               //  NULL, or a JSON array of {token, logprob,
+                                        //  bytes, top_logprobs}: {"content": that}
 } chat_choice_t;
 
 //  The body of a finished, non-streamed chat completion: choices [0 .. n_choices-1],

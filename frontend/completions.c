@@ -608,6 +608,41 @@ s_parse_prompt (json_t *root, completion_request_t *request, api_error_t *error)
     return 0;
 }
 
+//  logprobs (completions): how many alternatives besides the chosen token, 0 ..
+//  PROTO_MAX_LOGPROBS (OpenAI allows 5, vLLM 20); null or absent: none at all.
+static int
+s_parse_completion_logprobs (json_t *root, generation_options_t *options,
+                             api_error_t *error)
+{
+    json_t *logprobs = json_object_get (root, "logprobs");
+    if (!logprobs || json_is_null (logprobs))
+        return 0;
+    json_int_t top = 0;
+    if (s_parse_integer (root, "logprobs", 0, PROTO_MAX_LOGPROBS, &top, error) != 0)
+        return -1;
+    options->want_logprobs = true;
+    options->sampling.n_logprobs = (uint32_t) top;
+    return generation_options_check_logprobs (options, error);
+}
+
+int
+generation_options_check_logprobs (const generation_options_t *options, api_error_t *error)
+{
+    if (!options->want_logprobs)
+        return 0;
+    if (options->stream) {
+        api_error_set (error, 400, "logprobs", NULL, "log-probabilities are not streamed "
+                       "yet: ask for them without 'stream'");
+        return -1;
+    }
+    if (options->best_of > options->n) {
+        api_error_set (error, 400, "logprobs", NULL, "log-probabilities are not kept for "
+                       "best_of above n yet");
+        return -1;
+    }
+    return 0;
+}
+
 //  echo: the prompt comes back in front of each choice's text. suffix (text after the
 //  completion, for insertion) needs a model trained for it: a non-empty one is refused.
 static int
@@ -653,6 +688,8 @@ completion_request_parse (const char *body, size_t size, const char *model_name,
         rc = generation_options_parse (root, &request->options, error);
     if (rc == 0)
         rc = s_parse_echo_suffix (root, &request->options, error);
+    if (rc == 0)
+        rc = s_parse_completion_logprobs (root, &request->options, error);
     json_decref (root);
     if (rc != 0)
         completion_request_reset (request);
@@ -677,16 +714,65 @@ completion_id_format (uint64_t request_id, char buffer [COMPLETION_ID_SIZE])
 //  --------------------------------------------------------------------------
 //  Responses
 
-//  One choice of a completion, or of one of its chunks: {"index", "text", "logprobs":
-//  null, "finish_reason"}.
+//  The tokenizer's log-probability entries ({token, logprob, bytes, top_logprobs}, as
+//  chat shows them) in the legacy completions shape: {"tokens": [...],
+//  "token_logprobs": [...], "top_logprobs": [{token: logprob, ...}, ...],
+//  "text_offset": [...]}, offsets counted from text_offset in bytes. JSON null when
+//  entries is NULL; NULL when out of memory or entries is not such an array.
+static json_t *
+s_completion_logprobs (const char *entries, size_t text_offset)
+{
+    if (!entries)
+        return json_null ();
+    json_t *list = json_loads (entries, 0, NULL);
+    json_t *tokens = json_array (), *token_logprobs = json_array ();
+    json_t *top_logprobs = json_array (), *offsets = json_array ();
+    bool ok = json_is_array (list) && tokens && token_logprobs && top_logprobs && offsets;
+    size_t index;
+    json_t *entry;
+    json_array_foreach (ok? list: NULL, index, entry) {
+        json_t *token = json_object_get (entry, "token");
+        json_t *top = json_object_get (entry, "top_logprobs");
+        json_t *alternatives = json_object ();
+        size_t top_index;
+        json_t *alternative;
+        json_array_foreach (top, top_index, alternative)
+            json_object_set (alternatives,
+                             json_string_value (json_object_get (alternative, "token")),
+                             json_object_get (alternative, "logprob"));
+        ok = json_is_string (token)
+          && json_array_append (tokens, token) == 0
+          && json_array_append (token_logprobs, json_object_get (entry, "logprob")) == 0
+          && json_array_append_new (top_logprobs, alternatives) == 0
+          && json_array_append_new (offsets, json_integer ((json_int_t) text_offset)) == 0;
+        if (!ok)
+            break;
+        text_offset += json_string_length (token);
+    }
+    json_decref (list);
+    json_t *result = ok? json_pack ("{s:o, s:o, s:o, s:o}", "tokens", tokens,
+                                    "token_logprobs", token_logprobs,
+                                    "top_logprobs", top_logprobs, "text_offset", offsets)
+                       : NULL;
+    if (!result) {
+        json_decref (tokens);
+        json_decref (token_logprobs);
+        json_decref (top_logprobs);
+        json_decref (offsets);
+    }
+    return result;
+}
+
+//  One choice of a completion, or of one of its chunks: {"index", "text", "logprobs",
+//  "finish_reason"} (logprobs null in chunks).
 static json_t *
 s_completion_choice (uint32_t index, const char *text, size_t text_size,
-                     const char *finish_reason)
+                     const char *finish_reason, json_t *logprobs)
 {
-    return json_pack ("{s:I, s:o, s:n, s:o}",
+    return json_pack ("{s:I, s:o, s:o, s:o}",
                       "index", (json_int_t) index,
                       "text", api_json_string (text, text_size),
-                      "logprobs",
+                      "logprobs", logprobs? logprobs: json_null (),
                       "finish_reason", s_json_text_or_null (finish_reason));
 }
 
@@ -698,9 +784,11 @@ completion_response_json (const char *id, int64_t created, const char *model,
     json_t *array = json_array ();
     for (size_t index = 0; array && index < n_choices; index++) {
         const completion_choice_t *choice = &choices [index];
-        if (json_array_append_new (array,
+        json_t *logprobs = s_completion_logprobs (choice->logprobs, choice->text_offset);
+        if (!logprobs
+        ||  json_array_append_new (array,
                 s_completion_choice ((uint32_t) index, choice->text, choice->text_size,
-                                     choice->finish_reason)) != 0) {
+                                     choice->finish_reason, logprobs)) != 0) {
             json_decref (array);
             array = NULL;
         }
@@ -730,7 +818,7 @@ completion_chunk_json (const char *id, int64_t created, const char *model, uint3
                        const char *text, size_t text_size, const char *finish_reason,
                        bool include_usage)
 {
-    json_t *choice = s_completion_choice (index, text, text_size, finish_reason);
+    json_t *choice = s_completion_choice (index, text, text_size, finish_reason, NULL);
     json_t *root = json_pack ("{s:o, s:s, s:I, s:o, s:[o]}",
                               "id", api_json_string (id, strlen (id)),
                               "object", "text_completion",

@@ -57,6 +57,8 @@ typedef struct {
     bool ignore_eos;            //  vLLM: do not stop at the model's end tokens
     uint32_t best_of;           //  sequences to generate, when more than n (0: n)
     bool echo;                  //  completions: the prompt comes back before the text
+    bool want_logprobs;         //  log-probabilities of the chosen tokens (and
+                                //  sampling.n_logprobs alternatives); not streamed
     char **stops;               //  n_stops non-empty heap strings in a heap array, or NULL
     uint32_t n_stops;           //  at most COMPLETION_MAX_STOPS
     uint32_t stop_token_ids [COMPLETION_MAX_STOP_TOKEN_IDS];  //  vLLM's stop_token_ids
@@ -110,6 +112,12 @@ int
 void
     generation_options_reset (generation_options_t *options);
 
+//  Log-probabilities are not streamed yet and not kept for best_of above n: a request
+//  that asks for them with either gets a 400. Returns 0 or -1 with error filled.
+int
+    generation_options_check_logprobs (const generation_options_t *options,
+                                       api_error_t *error);
+
 //  Parse and validate a /v1/completions body (size bytes, need not be NUL-terminated).
 //  model_name is the only model served. Returns 0 and fills request (release it with
 //  completion_request_reset), or -1 and fills error (request is left zeroed).
@@ -130,6 +138,12 @@ typedef struct {
     const char *text;           //  text_size bytes, need not be valid UTF-8 (invalid
     size_t text_size;           //  sequences become U+FFFD); NULL is ""
     const char *finish_reason;  //  "stop" or "length"
+    const char *logprobs;       //  NULL, or a JSON array of {token, logprob, bytes,
+                                //  top_logprobs} (the tokenizer's): written in the
+                                //  completions shape {tokens, token_logprobs,
+                                //  top_logprobs, text_offset}
+    size_t text_offset;         //  where the first token's text starts (echo: after
+                                //  the prompt)
 } completion_choice_t;
 
 //  The body of a finished, non-streamed completion: choices [0 .. n_choices-1], each

@@ -178,6 +178,7 @@ typedef struct {
     chat_tool_calls_t *tool_calls;  //  chat only; NULL until the first call
     proto_finish_t finish;          //  PROTO_FINISH_NONE until its last OUTPUT came
     uint32_t completion_tokens;     //  from its latest OUTPUT (a total so far)
+    json_t *logprobs;               //  the tokens' log-probability entries, when asked
     //  Metrics: seconds on the monotonic clock
     bool text_seen;                 //  an OUTPUT with text or tool calls came
     double last_token_at;           //  when its last OUTPUT with new tokens came
@@ -201,6 +202,8 @@ typedef struct {
     bool include_usage;             //  a usage chunk before [DONE]
     const char *echo;               //  completions with echo, streamed: the prompt, in
                                     //  the request's pool, sent first for every choice
+    size_t echo_size;               //  bytes of prompt in front of every choice's text
+    bool want_logprobs;             //  answer with the tokens' log-probabilities
     bool started;                   //  h2o_start_response was called
     bool sending;                   //  an h2o_send waits for proceed
     bool final_queued;              //  the queue ends the stream: its send is the last
@@ -629,6 +632,7 @@ s_pending_dispose (void *data)
     for (uint32_t index = 0; index < pending->n; index++) {
         s_buffer_free (&pending->choices [index].text);
         chat_tool_calls_destroy (&pending->choices [index].tool_calls);
+        json_decref (pending->choices [index].logprobs);
     }
     pending->server->live_requests--;
 }
@@ -927,6 +931,12 @@ s_pending_complete (pending_t *pending)
     server_t *server = pending->server;
     h2o_req_t *req = pending->req;
     uint32_t completion_tokens = s_pending_finished (pending);
+    //  Each choice's log-probabilities as JSON text, when asked ("[]" when none came).
+    char *logprobs [PROTO_MAX_N] = { NULL };
+    for (uint32_t index = 0; pending->want_logprobs && index < pending->n; index++) {
+        json_t *entries = pending->choices [index].logprobs;
+        logprobs [index] = entries? json_dumps (entries, JSON_COMPACT): strdup ("[]");
+    }
     char *body;
     if (pending->endpoint == ENDPOINT_CHAT) {
         chat_choice_t choices [PROTO_MAX_N];
@@ -937,6 +947,7 @@ s_pending_complete (pending_t *pending)
             choices [index].content_size = choice->text.size;
             choices [index].tool_calls = choice->tool_calls;
             choices [index].finish_reason = finish? finish: "stop";
+            choices [index].logprobs = logprobs [index];
         }
         body = chat_response_json (pending->id_text, pending->created,
                                    server->args->model_name, s_response_role (server),
@@ -951,11 +962,15 @@ s_pending_complete (pending_t *pending)
             choices [index].text = choice->text.data;
             choices [index].text_size = choice->text.size;
             choices [index].finish_reason = finish? finish: "stop";
+            choices [index].logprobs = logprobs [index];
+            choices [index].text_offset = pending->echo_size;
         }
         body = completion_response_json (pending->id_text, pending->created,
                                          server->args->model_name, choices, pending->n,
                                          pending->prompt_tokens, completion_tokens);
     }
+    for (uint32_t index = 0; index < pending->n; index++)
+        free (logprobs [index]);
     s_pending_close (pending);
     if (server->draining)
         req->http1_is_persistent = 0;
@@ -974,6 +989,14 @@ s_pending_gather (pending_t *pending, const proto_msg_t *output)
     const char *tool_calls = s_output_tool_calls (pending, output);
     s_pending_observe (pending, choice, output, *text || tool_calls);
     int rc = s_buffer_append (&choice->text, text, strlen (text));
+    if (rc == 0 && output->logprobs && pending->want_logprobs) {
+        json_t *entries = json_loads (output->logprobs, 0, NULL);
+        if (!choice->logprobs)
+            choice->logprobs = json_array ();
+        rc = json_is_array (entries) && choice->logprobs
+          && json_array_extend (choice->logprobs, entries) == 0? 0: -1;
+        json_decref (entries);
+    }
     if (rc == 0 && tool_calls) {
         if (!choice->tool_calls)
             choice->tool_calls = chat_tool_calls_new ();
@@ -1221,8 +1244,10 @@ s_generate (server_t *server, h2o_req_t *req, endpoint_t endpoint, const char *t
     pending_t *pending = s_pending_new (server, req, endpoint, n, arrived_at);
     pending->stream = options->stream;
     //  echo: the prompt opens every choice's text (streamed: its first chunk).
+    pending->want_logprobs = options->want_logprobs;
     if (options->echo && text && endpoint == ENDPOINT_COMPLETIONS) {
         size_t size = strlen (text);
+        pending->echo_size = size;
         if (pending->stream) {
             char *copy = (char *) h2o_mem_alloc_pool (&req->pool, size + 1);
             memcpy (copy, text, size + 1);
@@ -1251,6 +1276,7 @@ s_generate (server_t *server, h2o_req_t *req, endpoint_t endpoint, const char *t
         generate.sampling.seed = s_random (server);
     generate.ignore_eos = options->ignore_eos;
     generate.best_of = options->best_of;
+    generate.want_logprobs = options->want_logprobs;
     generate.n = pending->n;
     generate.stops = options->n_stops? options->stops: NULL;
     generate.n_stops = options->n_stops;

@@ -104,6 +104,10 @@ typedef enum {
     FIELD_ONLY_INDEX,
     FIELD_BEST_OF,
     FIELD_ADD_SPECIAL_TOKENS,
+    FIELD_WANT_LOGPROBS,
+    FIELD_LOGPROB,
+    FIELD_TOP,
+    FIELD_LOGPROBS,
     FIELD_COUNT
 } s_field_t;
 
@@ -146,7 +150,11 @@ static const char *s_field_names [FIELD_COUNT] = {
     [FIELD_INDEX] = "index",
     [FIELD_ONLY_INDEX] = "only_index",
     [FIELD_BEST_OF] = "best_of",
-    [FIELD_ADD_SPECIAL_TOKENS] = "add_special_tokens"
+    [FIELD_ADD_SPECIAL_TOKENS] = "add_special_tokens",
+    [FIELD_WANT_LOGPROBS] = "want_logprobs",
+    [FIELD_LOGPROB] = "logprob",
+    [FIELD_TOP] = "top",
+    [FIELD_LOGPROBS] = "logprobs"
 };
 
 //  One field of a kind, and whether a decoder insists on it.
@@ -155,7 +163,7 @@ typedef struct {
     bool required;
 } s_kind_field_t;
 
-#define S_MAX_KIND_FIELDS 10
+#define S_MAX_KIND_FIELDS 12
 
 //  What each kind is called and which fields it carries, in encoding order.
 typedef struct {
@@ -165,16 +173,16 @@ typedef struct {
 } s_kind_t;
 
 static const s_kind_t s_kinds [PROTO_KIND_COUNT] = {
-    [PROTO_GENERATE] = { .name = "GENERATE", .n_fields = 10, .fields = {
+    [PROTO_GENERATE] = { .name = "GENERATE", .n_fields = 11, .fields = {
         { FIELD_REQUEST_ID, true }, { FIELD_TEXT, false }, { FIELD_CHAT, false },
         { FIELD_MAX_TOKENS, false }, { FIELD_SAMPLING, false }, { FIELD_IGNORE_EOS, false },
         { FIELD_N, false }, { FIELD_BEST_OF, false }, { FIELD_STOPS, false },
-        { FIELD_STOP_TOKENS, false } } },
+        { FIELD_STOP_TOKENS, false }, { FIELD_WANT_LOGPROBS, false } } },
     [PROTO_CANCEL] = { .name = "CANCEL", .n_fields = 3, .fields = {
         { FIELD_REQUEST_ID, true }, { FIELD_INDEX, false }, { FIELD_ONLY_INDEX, false } } },
-    [PROTO_OUTPUT] = { .name = "OUTPUT", .n_fields = 7, .fields = {
+    [PROTO_OUTPUT] = { .name = "OUTPUT", .n_fields = 8, .fields = {
         { FIELD_REQUEST_ID, true }, { FIELD_INDEX, false }, { FIELD_TEXT, false },
-        { FIELD_TOOL_CALLS, false },
+        { FIELD_TOOL_CALLS, false }, { FIELD_LOGPROBS, false },
         { FIELD_FINISH, false }, { FIELD_PROMPT_TOKENS, false },
         { FIELD_COMPLETION_TOKENS, false } } },
     [PROTO_ERROR] = { .name = "ERROR", .n_fields = 3, .fields = {
@@ -183,9 +191,9 @@ static const s_kind_t s_kinds [PROTO_KIND_COUNT] = {
         { FIELD_REQUEST_ID, true }, { FIELD_TOKENS, true }, { FIELD_MAX_TOKENS, false },
         { FIELD_SAMPLING, false }, { FIELD_N, false }, { FIELD_BEST_OF, false },
         { FIELD_STOP_TOKENS, false } } },
-    [PROTO_TOKENS] = { .name = "TOKENS", .n_fields = 5, .fields = {
+    [PROTO_TOKENS] = { .name = "TOKENS", .n_fields = 7, .fields = {
         { FIELD_REQUEST_ID, true }, { FIELD_INDEX, false }, { FIELD_TOKENS, false },
-        { FIELD_FINISH, false },
+        { FIELD_FINISH, false }, { FIELD_LOGPROB, false }, { FIELD_TOP, false },
         { FIELD_PROMPT_TOKENS, false } } },
     [PROTO_HELLO] = { .name = "HELLO", .n_fields = 7, .fields = {
         { FIELD_VERSION, true }, { FIELD_TEXT, false }, { FIELD_FINGERPRINT, true },
@@ -379,6 +387,9 @@ proto_msg_reset (proto_msg_t *msg)
     }
     free (msg->tokens);
     free (msg->stop_tokens);
+    free (msg->top_tokens);
+    free (msg->top_logprobs);
+    free (msg->logprobs);
     free (msg->copies);
     free (msg->frees);
     proto_sampling_reset (&msg->sampling);
@@ -837,6 +848,16 @@ s_pack_field (msgpack_packer *packer, const proto_msg_t *msg, s_field_t field)
         case FIELD_ADD_SPECIAL_TOKENS:
             return msg->add_special_tokens? msgpack_pack_true (packer)
                                           : msgpack_pack_false (packer);
+        case FIELD_WANT_LOGPROBS:
+            return msg->want_logprobs? msgpack_pack_true (packer)
+                                     : msgpack_pack_false (packer);
+        case FIELD_LOGPROB:
+            return msgpack_pack_float (packer, msg->logprob);
+        case FIELD_TOP:
+            return s_pack_pairs (packer, msg->top_tokens, msg->top_logprobs, msg->n_top,
+                                 PROTO_MAX_LOGPROBS);
+        case FIELD_LOGPROBS:
+            return s_pack_optional_text (packer, msg->logprobs);
         case FIELD_CHAT:
             return s_pack_optional_text (packer, msg->chat);
         case FIELD_TOOL_CALLS:
@@ -1743,6 +1764,15 @@ s_read_field (s_reader_t *reader, proto_msg_t *msg, s_field_t field)
             return s_read_limited_uint32 (reader, &msg->best_of, PROTO_MAX_N);
         case FIELD_ADD_SPECIAL_TOKENS:
             return s_read_bool (reader, &msg->add_special_tokens);
+        case FIELD_WANT_LOGPROBS:
+            return s_read_bool (reader, &msg->want_logprobs);
+        case FIELD_LOGPROB:
+            return s_read_float (reader, &msg->logprob);
+        case FIELD_TOP:
+            return s_read_pairs (reader, &msg->top_tokens, &msg->top_logprobs, &msg->n_top,
+                                 PROTO_MAX_LOGPROBS);
+        case FIELD_LOGPROBS:
+            return s_read_optional_text (reader, &msg->logprobs);
         default:
             s_fail (reader, "no decoder for this field");
             return -1;

@@ -141,7 +141,8 @@ typedef struct {
 //
 //  GENERATE     request_id, text (the prompt) or chat (a chat request as JSON: the
 //               object {"messages", "tools", "tool_choice", ...} of OpenAI's request,
-//               validated by the frontend), max_tokens, sampling, ignore_eos, n (the
+//               validated by the frontend), max_tokens, sampling, ignore_eos,
+//               logprobs (want_logprobs), n (the
 //               sequences wanted, 0 or 1: one; sequence i samples with seed + i),
 //               best_of (sequences generated when more than n: only the n with the
 //               highest cumulative log-probability come back, at the end),
@@ -151,14 +152,17 @@ typedef struct {
 //               ended that one of n)
 //  OUTPUT       request_id, index (of the sequence, 0 .. n-1), text (new text, may be
 //               empty), tool_calls (NULL, or new tool-call deltas as a JSON array in
-//               OpenAI's streaming shape), finish (of that sequence), prompt_tokens,
-//               completion_tokens (that sequence's total so far)
+//               OpenAI's streaming shape), logprobs (NULL, or a JSON array of
+//               {token, logprob, bytes, top_logprobs} for the new tokens), finish (of
+//               that sequence), prompt_tokens, completion_tokens (that sequence's total
+//               so far)
 //  ERROR        request_id, status (an HTTP status: 400, 503, ...), text (message)
 //  SUBMIT       request_id, tokens/n_tokens (prompt ids), max_tokens, sampling, n, best_of,
 //               stop_tokens/n_stop_tokens (ids that end the request, e.g. EOS; also
 //               masked until sampling.min_tokens)
 //  TOKENS       request_id, index (of the sequence), tokens/n_tokens (new ids, in
-//               order), finish (of that sequence), prompt_tokens
+//               order), finish (of that sequence), prompt_tokens, logprob and
+//               top/n_top (of a single new token, for a request that wants them)
 //  HELLO        version, text (device name, "cpu:0"), fingerprint (model), n_ctx,
 //               n_blocks, block_size (its KV pool), n_vocab
 //  WELCOME      (no fields)
@@ -190,6 +194,14 @@ typedef struct {
     uint32_t index;                 //  which of them (TOKENS, OUTPUT, CANCEL)
     bool only_index;                //  CANCEL: that sequence only, not the request
     bool add_special_tokens;        //  TOKENIZE
+    bool want_logprobs;             //  GENERATE: log-probabilities of the tokens chosen
+                                    //  (and sampling.n_logprobs alternatives)
+    float logprob;                  //  TOKENS: of its (one) token, when asked
+    uint32_t *top_tokens;           //  TOKENS: the most likely alternatives, heap ...
+    float *top_logprobs;            //  ... and theirs
+    uint32_t n_top;
+    char *logprobs;                 //  OUTPUT: JSON array of the new tokens' log-
+                                    //  probabilities in OpenAI's chat shape, or NULL
     proto_finish_t finish;
     uint32_t prompt_tokens;
     uint32_t completion_tokens;

@@ -994,9 +994,11 @@ s_rank_finished (scheduler_t *self, request_t *request, proto_finish_t finish)
 }
 
 static void
-s_handle_token (scheduler_t *self, worker_t *worker, request_t *request, uint32_t token,
-                float logprob)
+s_handle_token (scheduler_t *self, worker_t *worker, request_t *request,
+                const proto_step_out_t *out)
 {
+    uint32_t token = out->token;
+    float logprob = out->logprob;
     if ((request->n_forks > 0 && s_start_forks (self, worker, request) != 0)
     ||  s_request_append (request, token) != 0) {
         s_fail_request (self, request, 500, "out of memory");
@@ -1028,6 +1030,10 @@ s_handle_token (scheduler_t *self, worker_t *worker, request_t *request, uint32_
         tokens.n_tokens = 1;
         tokens.finish = finish;
         tokens.prompt_tokens = request->n_prompt;
+        tokens.logprob = logprob;
+        tokens.top_tokens = out->top_tokens;        //  borrowed: tokens is not reset
+        tokens.top_logprobs = out->top_logprobs;
+        tokens.n_top = out->n_top;
         s_send_to_tokenizer (self, &tokens, request->reply_to);
     }
     if (finish != PROTO_FINISH_NONE) {
@@ -1099,8 +1105,7 @@ s_handle_step_result (scheduler_t *self, worker_t *worker, proto_msg_t *msg)
         request_t *request = (request_t *) zhashx_lookup (worker->by_id,
                                                           &worker->plan [i].seq_id);
         if (request)
-            s_handle_token (self, worker, request, msg->outs [out].token,
-                            msg->outs [out].logprob);
+            s_handle_token (self, worker, request, &msg->outs [out]);
         out++;
     }
     worker->n_plan = 0;

@@ -16,6 +16,7 @@
 #include "zlog.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <jansson.h>
 #include <string.h>
 
@@ -38,6 +39,7 @@ typedef struct {
     uint32_t n;
     uint32_t n_finished;
     uint32_t prompt_tokens;
+    bool want_logprobs;             //  OUTPUTs carry the tokens' log-probabilities
 } request_t;
 
 typedef struct {
@@ -299,6 +301,7 @@ s_handle_generate (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
         request->id = msg->request_id;
         request->reply_to = zframe_dup (reply_to);
         request->prompt_tokens = (uint32_t) n_ids;
+        request->want_logprobs = msg->want_logprobs;
         request->sequences = (sequence_text_t *) calloc (n, sizeof (sequence_text_t));
         made = request->reply_to && request->sequences;
         if (request->sequences)
@@ -348,6 +351,52 @@ s_handle_generate (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
           tools ? ", tool calls parsed" : "");
 }
 
+//  {"token": text, "logprob": x, "bytes": [...]} for one token: its text is what it
+//  stands for in output (U+FFFD for bytes that are not whole characters), its bytes
+//  those bytes, as OpenAI's logprobs show them.
+static json_t *
+s_logprob_entry (tokenizer_t *self, uint32_t token, float logprob)
+{
+    char piece [256];
+    int length = vocab_piece (self->vocab, token, piece, sizeof piece);
+    if (length < 0)
+        length = 0;
+    if ((size_t) length > sizeof piece)
+        length = (int) sizeof piece;
+    json_t *bytes = json_array ();
+    for (int i = 0; bytes && i < length; i++)
+        json_array_append_new (bytes, json_integer ((unsigned char) piece [i]));
+    json_t *text = json_stringn (piece, (size_t) length);
+    if (!text)
+        text = json_string ("\xEF\xBF\xBD");     //  not valid UTF-8 on its own
+    //  JSON has no -infinity: a token the model gives no chance gets OpenAI's floor.
+    double value = isfinite (logprob)? (double) logprob: -9999.0;
+    return json_pack ("{s:o, s:f, s:o}", "token", text, "logprob", value,
+                      "bytes", bytes? bytes: json_array ());
+}
+
+//  The OUTPUT's logprobs: [entry of the token, with top_logprobs: [entries]], as JSON
+//  text (heap), or NULL when out of memory.
+static char *
+s_logprobs_json (tokenizer_t *self, const proto_msg_t *msg)
+{
+    json_t *entry = s_logprob_entry (self, msg->tokens [0], msg->logprob);
+    json_t *top = json_array ();
+    for (uint32_t i = 0; top && i < msg->n_top; i++)
+        json_array_append_new (top, s_logprob_entry (self, msg->top_tokens [i],
+                                                     msg->top_logprobs [i]));
+    char *text = NULL;
+    if (entry && top && json_object_set_new (entry, "top_logprobs", top) == 0) {
+        top = NULL;
+        json_t *list = json_pack ("[O]", entry);
+        text = list? json_dumps (list, JSON_COMPACT): NULL;
+        json_decref (list);
+    }
+    json_decref (top);
+    json_decref (entry);
+    return text;
+}
+
 static void
 s_handle_tokens (tokenizer_t *self, proto_msg_t *msg)
 {
@@ -392,7 +441,10 @@ s_handle_tokens (tokenizer_t *self, proto_msg_t *msg)
     output.kind = PROTO_OUTPUT;
     output.request_id = request->id;
     output.index = msg->index;
-    if (output_text_take (sequence->output, &output.text, &output.tool_calls) != 0) {
+    //  Log-probabilities of a token that counts in the text (one per TOKENS when asked).
+    bool with_logprobs = request->want_logprobs && msg->n_tokens == 1 && n_rendered == 1;
+    if ((with_logprobs && !(output.logprobs = s_logprobs_json (self, msg)))
+    ||  output_text_take (sequence->output, &output.text, &output.tool_calls) != 0) {
         proto_msg_reset (&output);
         s_send_error (self, request->id, request->reply_to, 500, "out of memory");
         s_forget (self, request->id);

@@ -365,3 +365,29 @@ test('chat validates n, best_of and use_beam_search', () => {
     assert.equal(r.json.error.param, param);
   }
 });
+
+test('logprobs and top_logprobs through the OpenAI SDK', async () => {
+  const require = createRequire(path.join(repoRoot, 'tests', 'client', 'package.json'));
+  const { default: OpenAI } = await import(require.resolve('openai'));
+  const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused' });
+  const reply = await client.chat.completions.create({
+    model: 'toy-chat', temperature: 0, max_tokens: 6, logprobs: true, top_logprobs: 2,
+    messages: [{ role: 'user', content: 'What is the capital of France?' }] });
+  const choice = reply.choices[0];
+  const content = choice.logprobs.content;
+  assert.equal(content.length, reply.usage.completion_tokens);
+  assert.equal(content.map((e) => e.token).join(''), choice.message.content);
+  for (const entry of content) {
+    assert.ok(entry.logprob <= 0);
+    assert.deepEqual(entry.bytes, [...Buffer.from(entry.token, 'utf8')]);
+    assert.equal(entry.top_logprobs.length, 2);
+    assert.equal(entry.top_logprobs[0].token, entry.token);       // greedy
+    assert.ok(entry.top_logprobs[0].logprob >= entry.top_logprobs[1].logprob);
+  }
+  // Without top_logprobs: the chosen tokens only.
+  const plain = await client.chat.completions.create({
+    model: 'toy-chat', temperature: 0, max_tokens: 3, logprobs: true,
+    messages: [{ role: 'user', content: 'What is the capital of France?' }] });
+  assert.deepEqual(plain.choices[0].logprobs.content.map((e) => e.top_logprobs.length),
+                   [0, 0, 0]);
+});

@@ -419,3 +419,34 @@ test('echo puts the prompt in front of the text, plain and streamed; suffix is r
   checkError(postJson(url, { ...base, suffix: 'The end.' }), 400, 'suffix');
   assert.equal(postJson(url, { ...base, suffix: '' }).status, 200);
 });
+
+test('logprobs: the chosen tokens, their log-probabilities and the most likely others', () => {
+  const url = `${server.url}/v1/completions`;
+  const c = stories[0];
+  const r = postJson(url, { model: 'stories260K', prompt: c.prompt, max_tokens: 8,
+                            temperature: 0, logprobs: 3, echo: true });
+  assert.equal(r.status, 200, r.body);
+  const { text, logprobs } = r.json.choices[0];
+  assert.equal(logprobs.tokens.length, 8);
+  assert.equal(c.prompt + logprobs.tokens.join(''), text);
+  for (let i = 0; i < 8; i++) {
+    assert.ok(logprobs.token_logprobs[i] <= 0);
+    const top = Object.entries(logprobs.top_logprobs[i]);
+    assert.ok(top.length >= 1 && top.length <= 3);
+    // Greedy: the chosen token is the most likely one.
+    const best = Math.max(...top.map(([, lp]) => lp));
+    assert.equal(logprobs.token_logprobs[i], best);
+    assert.equal(logprobs.top_logprobs[i][logprobs.tokens[i]], logprobs.token_logprobs[i]);
+    // Offsets count from the end of the echoed prompt.
+    assert.equal(logprobs.text_offset[i],
+                 c.prompt.length + logprobs.tokens.slice(0, i).join('').length);
+  }
+  const none = postJson(url, { model: 'stories260K', prompt: c.prompt, max_tokens: 2,
+                               logprobs: 0 });
+  assert.equal(none.json.choices[0].logprobs.tokens.length, 2);
+  assert.deepEqual(none.json.choices[0].logprobs.top_logprobs, [{}, {}]);
+  checkError(postJson(url, { model: 'stories260K', prompt: 'a', logprobs: 21 }), 400,
+             'logprobs');
+  checkError(postJson(url, { model: 'stories260K', prompt: 'a', logprobs: 1, stream: true }),
+             400, 'logprobs');
+});

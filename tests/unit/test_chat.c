@@ -522,8 +522,12 @@ test_parse_other_parameters (void **state)
                       "response_format.type", "'xml'");
     s_assert_refused ("'messages':[" USER_HI "],'response_format':'text'",
                       "response_format", "must be an object");
-    s_assert_refused ("'messages':[" USER_HI "],'logprobs':true", "logprobs",
-                      "not supported yet");
+    s_assert_refused ("'messages':[" USER_HI "],'logprobs':true,'stream':true", "logprobs",
+                      "not streamed yet");
+    s_assert_refused ("'messages':[" USER_HI "],'logprobs':true,'n':1,'best_of':2",
+                      "logprobs", "not kept for best_of above n");
+    s_assert_refused ("'messages':[" USER_HI "],'logprobs':true,'top_logprobs':21",
+                      "top_logprobs", "from 0 to 20");
     s_assert_refused ("'messages':[" USER_HI "],'logprobs':1", "logprobs",
                       "must be a boolean");
     s_assert_refused ("'messages':[" USER_HI "],'top_logprobs':2", "top_logprobs",
@@ -532,6 +536,15 @@ test_parse_other_parameters (void **state)
                       "top_logprobs", "only allowed when 'logprobs' is true");
     s_assert_refused ("'messages':[" USER_HI "],'top_logprobs':'2'", "top_logprobs",
                       "must be an integer");
+    {
+        chat_request_t with_logprobs;
+        json_t *accepted = s_accepted ("'messages':[" USER_HI "],'logprobs':true,"
+                                       "'top_logprobs':3", false, &with_logprobs);
+        assert_true (with_logprobs.options.want_logprobs);
+        assert_int_equal (with_logprobs.options.sampling.n_logprobs, 3);
+        json_decref (accepted);
+        chat_request_reset (&with_logprobs);
+    }
     s_assert_refused ("'messages':[" USER_HI "],'user':5", "user", "must be a string");
 
     //  Accepted as they are.
@@ -568,7 +581,7 @@ s_response_one (const char *id, int64_t created, const char *role, const char *c
                 size_t content_size, const chat_tool_calls_t *tool_calls,
                 const char *finish_reason, uint32_t prompt_tokens, uint32_t completion_tokens)
 {
-    chat_choice_t choice = { content, content_size, tool_calls, finish_reason };
+    chat_choice_t choice = { content, content_size, tool_calls, finish_reason, NULL };
     return chat_response_json (id, created, MODEL, role, &choice, 1, prompt_tokens,
                                completion_tokens);
 }
@@ -884,9 +897,9 @@ test_response_choices (void **state)
         "[{'index':0,'id':'call_x','type':'function','function':{'name':'get_weather',"
         "'arguments':'{}'}}]")), 0);
     chat_choice_t choices [3] = {
-        { "Paris.", 6, NULL, "stop" },
-        { "", 0, calls, "tool_calls" },
-        { "Lyon", 4, NULL, "length" },
+        { "Paris.", 6, NULL, "stop", NULL },
+        { "", 0, calls, "tool_calls", NULL },
+        { "Lyon", 4, NULL, "length", NULL },
     };
     char *body = chat_response_json ("chatcmpl-0000000000000009", 1767322000, MODEL,
                                      "assistant", choices, 3, 12, 20);

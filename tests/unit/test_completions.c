@@ -472,7 +472,7 @@ test_completion_response (void **state)
 {
     (void) state;
     const char *text = "Once upon a \"time\"\n";
-    completion_choice_t one = { text, strlen (text), "length" };
+    completion_choice_t one = { text, strlen (text), "length", NULL, 0 };
     char *body = completion_response_json ("cmpl-0000000000000001", 1767322000, MODEL,
                                            &one, 1, 7, 16);
     assert_non_null (body);
@@ -569,9 +569,9 @@ test_completion_response_choices (void **state)
 {
     (void) state;
     completion_choice_t choices [3] = {
-        { "Once", 4, "stop" },
-        { "Upon a\ntime", 11, "length" },
-        { NULL, 0, "stop" },
+        { "Once", 4, "stop", NULL, 0 },
+        { "Upon a\ntime", 11, "length", NULL, 0 },
+        { NULL, 0, "stop", NULL, 0 },
     };
     char *body = completion_response_json ("cmpl-0000000000000005", 1767322000, MODEL,
                                            choices, 3, 4, 9);
@@ -642,7 +642,7 @@ test_completion_response_bad_utf8 (void **state)
     (void) state;
     //  A byte-level model can end on half a character: the body must stay valid JSON.
     const char text [] = "ab\xF0\x9F\x98";
-    completion_choice_t one = { text, sizeof text - 1, "stop" };
+    completion_choice_t one = { text, sizeof text - 1, "stop", NULL, 0 };
     char *body = completion_response_json ("cmpl-0000000000000002", 0, MODEL,
                                            &one, 1, 1, 1);
     assert_non_null (body);
@@ -811,6 +811,38 @@ test_parse_echo_suffix (void **state)
                       "suffix", "must be a string");
 }
 
+//  The tokenizer's log-probability entries in the completions shape, offsets counted
+//  from text_offset; with a choice that has none, logprobs stays null.
+static void
+test_completion_logprobs (void **state)
+{
+    (void) state;
+    const char *entries =
+        "[{\"token\":\",\",\"logprob\":-0.5,\"bytes\":[44],\"top_logprobs\":["
+        "{\"token\":\",\",\"logprob\":-0.5,\"bytes\":[44]},"
+        "{\"token\":\" the\",\"logprob\":-1.5,\"bytes\":[32,116,104,101]}]},"
+        "{\"token\":\" there\",\"logprob\":-0.25,\"bytes\":[32],\"top_logprobs\":[]}]";
+    completion_choice_t choices [2] = {
+        { "Hi, there", 9, "length", entries, 2 },
+        { "x", 1, "stop", NULL, 0 },
+    };
+    char *body = completion_response_json ("cmpl-0000000000000007", 5, MODEL, choices, 2,
+                                           3, 3);
+    assert_string_equal (body,
+        "{\"id\":\"cmpl-0000000000000007\",\"object\":\"text_completion\",\"created\":5,"
+        "\"model\":\"" MODEL "\",\"choices\":["
+        "{\"index\":0,\"text\":\"Hi, there\",\"logprobs\":{\"tokens\":[\",\",\" there\"],"
+        "\"token_logprobs\":[-0.5,-0.25],\"top_logprobs\":[{\",\":-0.5,\" the\":-1.5},{}],"
+        "\"text_offset\":[2,3]},\"finish_reason\":\"length\"},"
+        "{\"index\":1,\"text\":\"x\",\"logprobs\":null,\"finish_reason\":\"stop\"}],"
+        "\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":3,\"total_tokens\":6}}");
+    free (body);
+    //  Entries that are not an array of such objects: no body (a 500 upstream).
+    choices [0].logprobs = "{\"not\":\"a list\"}";
+    assert_null (completion_response_json ("cmpl-0000000000000007", 5, MODEL, choices, 1,
+                                           3, 3));
+}
+
 //  /tokenize and /detokenize bodies, and their answers.
 static void
 test_tokenize_requests (void **state)
@@ -890,6 +922,7 @@ main (void)
         cmocka_unit_test (test_parse_sampling),
         cmocka_unit_test (test_tokenize_requests),
         cmocka_unit_test (test_parse_echo_suffix),
+        cmocka_unit_test (test_completion_logprobs),
         cmocka_unit_test (test_parse_seed_n_stream),
         cmocka_unit_test (test_parse_n_best_of),
         cmocka_unit_test (test_parse_stop),
