@@ -302,6 +302,11 @@ s_assert_msg_equal (const proto_msg_t *a, const proto_msg_t *b)
     assert_int_equal (a->index, b->index);
     assert_true (a->only_index == b->only_index);
     assert_true (a->add_special_tokens == b->add_special_tokens);
+    assert_true (a->want_logprobs == b->want_logprobs);
+    assert_true (s_float_same (a->logprob, b->logprob));
+    s_assert_tokens_equal (a->top_tokens, a->n_top, b->top_tokens, b->n_top);
+    s_assert_floats_equal (a->top_logprobs, b->top_logprobs, a->n_top);
+    s_assert_text_equal (a->logprobs, b->logprobs);
     assert_int_equal (a->n_ctx, b->n_ctx);
     assert_int_equal (a->n_blocks, b->n_blocks);
     assert_int_equal (a->block_size, b->block_size);
@@ -613,6 +618,7 @@ s_fill_sample (proto_msg_t *msg, proto_kind_t kind, int variant)
             msg->ignore_eos = variant == 1;
             msg->n = variant == 0 ? 3 : variant == 1 ? PROTO_MAX_N : 0;
             msg->best_of = variant == 0 ? 5 : variant == 1 ? PROTO_MAX_N : 0;
+            msg->want_logprobs = variant != 2;
             const char *stops [3] = { "\n\n", s_utf8_text, "" };
             assert_int_equal (proto_msg_set_stops (msg, stops, variant == 2 ? 0 : 3), 0);
             assert_int_equal (proto_msg_set_stop_tokens (msg, s_some_tokens + 1,
@@ -636,6 +642,10 @@ s_fill_sample (proto_msg_t *msg, proto_kind_t kind, int variant)
         case PROTO_OUTPUT:
             msg->request_id = u64;
             msg->index = variant == 0 ? 1 : variant == 1 ? PROTO_MAX_N - 1 : 0;
+            if (variant != 2) {
+                msg->logprobs = strdup ("[{\"token\":\",\",\"logprob\":-0.5}]");
+                assert_non_null (msg->logprobs);
+            }
             assert_int_equal (proto_msg_set_text (msg, text), 0);
             msg->finish = variant == 0 ? PROTO_FINISH_STOP
                         : variant == 1 ? PROTO_FINISH_TOOL_CALLS : PROTO_FINISH_NONE;
@@ -666,6 +676,18 @@ s_fill_sample (proto_msg_t *msg, proto_kind_t kind, int variant)
         case PROTO_TOKENS:
             msg->request_id = u64;
             msg->index = variant == 0 ? 1 : variant == 1 ? PROTO_MAX_N - 1 : 0;
+            msg->logprob = variant == 0 ? -0.25f : variant == 1 ? -INFINITY : 0;
+            msg->n_top = variant == 0 ? 2 : variant == 1 ? PROTO_MAX_LOGPROBS : 0;
+            if (msg->n_top) {
+                msg->top_tokens = (uint32_t *) malloc (msg->n_top * sizeof (uint32_t));
+                msg->top_logprobs = (float *) malloc (msg->n_top * sizeof (float));
+                assert_non_null (msg->top_tokens);
+                assert_non_null (msg->top_logprobs);
+                for (uint32_t top = 0; top < msg->n_top; top++) {
+                    msg->top_tokens [top] = s_some_tokens [top % S_N_SOME];
+                    msg->top_logprobs [top] = -(float) top;
+                }
+            }
             assert_int_equal (proto_msg_set_tokens (msg, s_some_tokens, n_tokens), 0);
             msg->finish = variant == 1 ? PROTO_FINISH_STOP : PROTO_FINISH_NONE;
             msg->prompt_tokens = u32;
