@@ -69,7 +69,7 @@ for (const endpoint of ['completions', 'chat']) {
       assert.equal(j.settings.model, 'stories260K');
       assert.equal(j.settings.requests, 8);
       assert.equal(j.settings.concurrency, 4);
-      assert.equal(j.settings.prompts, 'word list');   // zllm serve has no /tokenize yet
+      assert.equal(j.settings.prompts, 'tokenizer');   // zllm serve has /tokenize
       assert.ok(j.duration > 0);
       assert.ok(j.request_throughput > 0 && j.output_throughput > 0);
       assert.ok(j.total_token_throughput > j.output_throughput);
@@ -141,7 +141,7 @@ test('a bad command line: exit 2 with a clear message', async () => {
 // One word is one token. The model name picks a behaviour: 'good', or a way to break the
 // stream ('no-done', 'no-usage', 'bad-json', 'http-error', 'two-ids').
 
-async function startFake() {
+async function startFake({ tokenize = true } = {}) {
   const words = new Map();        // token id -> word
   const ids = new Map();          // word -> token id
   const tokenOf = (word) => {
@@ -158,9 +158,9 @@ async function startFake() {
     if (req.url === '/v1/models')
       return json(200, { object: 'list', data: [{ id: 'good', object: 'model' }] });
     const request = JSON.parse(body || '{}');
-    if (req.url === '/tokenize')
+    if (req.url === '/tokenize' && tokenize)
       return json(200, { tokens: request.prompt.split(' ').map(tokenOf) });
-    if (req.url === '/detokenize')
+    if (req.url === '/detokenize' && tokenize)
       return json(200, { prompt: request.tokens.map((t) => words.get(t)).join(' ') });
     if (req.url !== '/v1/completions')
       return json(404, { error: { message: 'no such endpoint' } });
@@ -206,6 +206,17 @@ test('a server with /tokenize: prompts of exactly --input-len tokens', async (t)
   assert.equal(r.json.total_output_tokens, 5 * 6);
   assert.equal(r.json.token_count_mismatches, 0);
   assert.match(r.stdout, /Prompts:\s+cut to length by the server's \/tokenize/);
+});
+
+test('a server without /tokenize: prompts of --input-len words from the word list', async (t) => {
+  const fake = await startFake({ tokenize: false });
+  t.after(() => fake.close());
+  const r = await bench(['--url', fake.url, '--concurrency', '2', '--requests', '4',
+                         '--input-len', '12', '--output-len', '3']);
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  assert.equal(r.json.settings.prompts, 'word list');
+  assert.equal(r.json.successful, 4);
+  assert.equal(r.json.total_input_tokens, 4 * 12);      // the fake: one word, one token
 });
 
 test('broken streams are failed requests, with the first error said', async (t) => {
