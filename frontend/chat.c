@@ -964,11 +964,12 @@ chat_response_json (const char *id, int64_t created, const char *model, const ch
     return s_dump (root);
 }
 
-//  One chat.completion.chunk with the choice index, this delta (taken) and
-//  finish_reason (NULL: null).
+//  One chat.completion.chunk with the choice index, this delta (taken), finish_reason
+//  (NULL: null) and logprobs (NULL: null).
 static char *
 s_chunk_json (const char *id, int64_t created, const char *model, uint32_t index,
-              json_t *delta, const char *finish_reason, bool include_usage)
+              json_t *delta, const char *finish_reason, bool include_usage,
+              const char *logprobs)
 {
     json_t *root = json_pack ("{s:o, s:s, s:I, s:o, s:[o]}",
                               "id", api_json_string (id, strlen (id)),
@@ -976,7 +977,7 @@ s_chunk_json (const char *id, int64_t created, const char *model, uint32_t index
                               "created", (json_int_t) created,
                               "model", api_json_string (model, strlen (model)),
                               "choices", s_choice (index, "delta", delta, finish_reason,
-                                                   NULL));
+                                                   logprobs));
     if (root && include_usage && json_object_set_new (root, "usage", json_null ()) != 0) {
         json_decref (root);
         return NULL;
@@ -992,13 +993,13 @@ chat_chunk_role_json (const char *id, int64_t created, const char *model, uint32
                                "content", "");
     if (!delta)
         return NULL;
-    return s_chunk_json (id, created, model, index, delta, NULL, include_usage);
+    return s_chunk_json (id, created, model, index, delta, NULL, include_usage, NULL);
 }
 
 char *
 chat_chunk_delta_json (const char *id, int64_t created, const char *model, uint32_t index,
                        const char *content, size_t content_size, const char *tool_calls,
-                       bool include_usage)
+                       bool include_usage, const char *logprobs)
 {
     json_t *delta = json_object ();
     if (!delta)
@@ -1015,7 +1016,7 @@ chat_chunk_delta_json (const char *id, int64_t created, const char *model, uint3
             return NULL;
         }
     }
-    return s_chunk_json (id, created, model, index, delta, NULL, include_usage);
+    return s_chunk_json (id, created, model, index, delta, NULL, include_usage, logprobs);
 }
 
 char *
@@ -1025,5 +1026,6 @@ chat_chunk_finish_json (const char *id, int64_t created, const char *model, uint
     json_t *delta = json_object ();
     if (!delta)
         return NULL;
-    return s_chunk_json (id, created, model, index, delta, finish_reason, include_usage);
+    return s_chunk_json (id, created, model, index, delta, finish_reason, include_usage,
+                         NULL);
 }

@@ -109,12 +109,14 @@ char *
                           uint32_t index, const char *role, bool include_usage);
 
 //  A chunk with new content (NULL: none; content_size bytes) and/or tool-call deltas
-//  (NULL, or a JSON array that chat_tool_calls_valid accepts; passed on as it is).
+//  (NULL, or a JSON array that chat_tool_calls_valid accepts; passed on as it is), and
+//  the log-probabilities of its tokens (NULL: null; else as in chat_choice_t).
 //  NULL when out of memory or tool_calls is not valid JSON.
 char *
     chat_chunk_delta_json (const char *id, int64_t created, const char *model,
                            uint32_t index, const char *content, size_t content_size,
-                           const char *tool_calls, bool include_usage);
+                           const char *tool_calls, bool include_usage,
+                           const char *logprobs);
 
 //  The chunk that ends the choice: "delta": {} and finish_reason.
 char *

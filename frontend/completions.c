@@ -630,11 +630,6 @@ generation_options_check_logprobs (const generation_options_t *options, api_erro
 {
     if (!options->want_logprobs)
         return 0;
-    if (options->stream) {
-        api_error_set (error, 400, "logprobs", NULL, "log-probabilities are not streamed "
-                       "yet: ask for them without 'stream'");
-        return -1;
-    }
     if (options->best_of > options->n) {
         api_error_set (error, 400, "logprobs", NULL, "log-probabilities are not kept for "
                        "best_of above n yet");
@@ -816,9 +811,12 @@ completion_response_json (const char *id, int64_t created, const char *model,
 char *
 completion_chunk_json (const char *id, int64_t created, const char *model, uint32_t index,
                        const char *text, size_t text_size, const char *finish_reason,
-                       bool include_usage)
+                       bool include_usage, const char *logprobs, size_t text_offset)
 {
-    json_t *choice = s_completion_choice (index, text, text_size, finish_reason, NULL);
+    json_t *converted = s_completion_logprobs (logprobs, text_offset);
+    if (!converted)
+        return NULL;
+    json_t *choice = s_completion_choice (index, text, text_size, finish_reason, converted);
     json_t *root = json_pack ("{s:o, s:s, s:I, s:o, s:[o]}",
                               "id", api_json_string (id, strlen (id)),
                               "object", "text_completion",

@@ -112,8 +112,8 @@ int
 void
     generation_options_reset (generation_options_t *options);
 
-//  Log-probabilities are not streamed yet and not kept for best_of above n: a request
-//  that asks for them with either gets a 400. Returns 0 or -1 with error filled.
+//  Log-probabilities are not kept for best_of above n: a request that asks for them
+//  with it gets a 400. Returns 0 or -1 with error filled.
 int
     generation_options_check_logprobs (const generation_options_t *options,
                                        api_error_t *error);
@@ -155,13 +155,15 @@ char *
                               uint32_t prompt_tokens, uint32_t completion_tokens);
 
 //  One chunk of a streamed completion: object "text_completion", one choice, number
-//  index, with text (text_size bytes, sanitized) and finish_reason (NULL: JSON null).
+//  index, with text (text_size bytes, sanitized) and finish_reason (NULL: JSON null),
+//  and logprobs (NULL: null; else as in completion_choice_t, offsets from text_offset).
 //  With include_usage the chunk carries "usage": null, as OpenAI's do when a usage
 //  chunk will follow.
 char *
     completion_chunk_json (const char *id, int64_t created, const char *model,
                            uint32_t index, const char *text, size_t text_size,
-                           const char *finish_reason, bool include_usage);
+                           const char *finish_reason, bool include_usage,
+                           const char *logprobs, size_t text_offset);
 
 //  The last chunk of a stream asked for with stream_options.include_usage: object
 //  ("text_completion" or "chat.completion.chunk"), "choices": [] and the usage.

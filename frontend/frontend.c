@@ -179,6 +179,7 @@ typedef struct {
     proto_finish_t finish;          //  PROTO_FINISH_NONE until its last OUTPUT came
     uint32_t completion_tokens;     //  from its latest OUTPUT (a total so far)
     json_t *logprobs;               //  the tokens' log-probability entries, when asked
+    size_t streamed;                //  bytes of text streamed so far (echo included)
     //  Metrics: seconds on the monotonic clock
     bool text_seen;                 //  an OUTPUT with text or tool calls came
     double last_token_at;           //  when its last OUTPUT with new tokens came
@@ -718,9 +719,11 @@ s_stream_start (pending_t *pending)
             if (s_stream_queue_event (pending,
                     completion_chunk_json (pending->id_text, pending->created,
                                            server->args->model_name, index, pending->echo,
-                                           strlen (pending->echo), NULL,
-                                           pending->include_usage)) != 0)
+                                           pending->echo_size, NULL,
+                                           pending->include_usage, NULL, 0)) != 0)
                 return -1;
+        for (uint32_t index = 0; index < pending->n; index++)
+            pending->choices [index].streamed = pending->echo_size;
         return 0;
     }
     if (pending->endpoint != ENDPOINT_CHAT)
@@ -1024,16 +1027,22 @@ s_pending_stream (pending_t *pending, const proto_msg_t *output)
     size_t text_size = strlen (text);
     const char *tool_calls = s_output_tool_calls (pending, output);
     s_pending_observe (pending, choice, output, text_size > 0 || tool_calls);
+    //  A token's log-probabilities go with its text; a token that gives no text yet (a
+    //  character split over tokens) sends them in a chunk of its own.
+    const char *logprobs = pending->want_logprobs? output->logprobs: NULL;
     int rc = s_stream_start (pending);
-    if (rc == 0 && pending->endpoint == ENDPOINT_CHAT && (text_size > 0 || tool_calls))
+    if (rc == 0 && pending->endpoint == ENDPOINT_CHAT
+    &&  (text_size > 0 || tool_calls || logprobs))
         rc = s_stream_queue_event (pending,
             chat_chunk_delta_json (pending->id_text, pending->created, model, index,
                                    text_size > 0? text: NULL, text_size, tool_calls,
-                                   pending->include_usage));
-    if (rc == 0 && pending->endpoint == ENDPOINT_COMPLETIONS && text_size > 0)
+                                   pending->include_usage, logprobs));
+    if (rc == 0 && pending->endpoint == ENDPOINT_COMPLETIONS && (text_size > 0 || logprobs))
         rc = s_stream_queue_event (pending,
             completion_chunk_json (pending->id_text, pending->created, model, index,
-                                   text, text_size, NULL, pending->include_usage));
+                                   text, text_size, NULL, pending->include_usage,
+                                   logprobs, choice->streamed));
+    choice->streamed += text_size;
     if (rc != 0) {
         s_pending_fail (pending, 500, "out of memory", true);
         return;
@@ -1050,7 +1059,7 @@ s_pending_stream (pending_t *pending, const proto_msg_t *output)
     else
         rc = s_stream_queue_event (pending,
             completion_chunk_json (pending->id_text, pending->created, model, index,
-                                   "", 0, finish, pending->include_usage));
+                                   "", 0, finish, pending->include_usage, NULL, 0));
     if (rc != 0) {
         s_pending_fail (pending, 500, "out of memory", true);
         return;

@@ -390,4 +390,10 @@ test('logprobs and top_logprobs through the OpenAI SDK', async () => {
     messages: [{ role: 'user', content: 'What is the capital of France?' }] });
   assert.deepEqual(plain.choices[0].logprobs.content.map((e) => e.top_logprobs.length),
                    [0, 0, 0]);
+  // Streamed: the SDK gathers the chunks' entries into the same list.
+  const stream = client.chat.completions.stream({
+    model: 'toy-chat', temperature: 0, max_tokens: 6, logprobs: true, top_logprobs: 2,
+    messages: [{ role: 'user', content: 'What is the capital of France?' }] });
+  const final = await stream.finalChatCompletion();
+  assert.deepEqual(final.choices[0].logprobs.content, content);
 });

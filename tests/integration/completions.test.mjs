@@ -420,7 +420,8 @@ test('echo puts the prompt in front of the text, plain and streamed; suffix is r
   assert.equal(postJson(url, { ...base, suffix: '' }).status, 200);
 });
 
-test('logprobs: the chosen tokens, their log-probabilities and the most likely others', () => {
+test('logprobs: the chosen tokens, their log-probabilities and the most likely others',
+     async () => {
   const url = `${server.url}/v1/completions`;
   const c = stories[0];
   const r = postJson(url, { model: 'stories260K', prompt: c.prompt, max_tokens: 8,
@@ -447,6 +448,18 @@ test('logprobs: the chosen tokens, their log-probabilities and the most likely o
   assert.deepEqual(none.json.choices[0].logprobs.top_logprobs, [{}, {}]);
   checkError(postJson(url, { model: 'stories260K', prompt: 'a', logprobs: 21 }), 400,
              'logprobs');
-  checkError(postJson(url, { model: 'stories260K', prompt: 'a', logprobs: 1, stream: true }),
+  checkError(postJson(url, { model: 'stories260K', prompt: 'a', logprobs: 1, best_of: 2 }),
              400, 'logprobs');
+  // Streamed: each chunk carries its tokens' log-probabilities, offsets continuing.
+  const streamed = await postJsonAsync(url, { model: 'stories260K', prompt: c.prompt,
+                                              max_tokens: 8, temperature: 0, logprobs: 3,
+                                              stream: true });
+  const chunks = streamed.body.split('\n').filter((l) => l.startsWith('data: {'))
+                              .map((l) => JSON.parse(l.slice(6)))
+                              .filter((k) => k.choices[0].logprobs);
+  assert.deepEqual(chunks.flatMap((k) => k.choices[0].logprobs.tokens), logprobs.tokens);
+  assert.deepEqual(chunks.flatMap((k) => k.choices[0].logprobs.token_logprobs),
+                   logprobs.token_logprobs);
+  assert.deepEqual(chunks.flatMap((k) => k.choices[0].logprobs.text_offset),
+                   logprobs.text_offset.map((o) => o - c.prompt.length));
 });

@@ -522,8 +522,6 @@ test_parse_other_parameters (void **state)
                       "response_format.type", "'xml'");
     s_assert_refused ("'messages':[" USER_HI "],'response_format':'text'",
                       "response_format", "must be an object");
-    s_assert_refused ("'messages':[" USER_HI "],'logprobs':true,'stream':true", "logprobs",
-                      "not streamed yet");
     s_assert_refused ("'messages':[" USER_HI "],'logprobs':true,'n':1,'best_of':2",
                       "logprobs", "not kept for best_of above n");
     s_assert_refused ("'messages':[" USER_HI "],'logprobs':true,'top_logprobs':21",
@@ -678,7 +676,8 @@ test_tool_calls_invalid (void **state)
             print_error ("accepted: %s\n", deltas);
         assert_false (chat_tool_calls_valid (deltas));
         assert_int_equal (chat_tool_calls_add (calls, deltas), -1);
-        assert_null (chat_chunk_delta_json ("chatcmpl-1", 1, MODEL, 0, NULL, 0, deltas, false));
+        assert_null (chat_chunk_delta_json ("chatcmpl-1", 1, MODEL, 0, NULL, 0, deltas, false,
+                                            NULL));
     }
     assert_false (chat_tool_calls_valid (NULL));
     assert_int_equal (chat_tool_calls_count (calls), 0);
@@ -848,7 +847,7 @@ test_chunks (void **state)
     json_decref (root);
     free (body);
 
-    body = chat_chunk_delta_json (id, 99, MODEL, 0, "Par\nis", 6, NULL, false);
+    body = chat_chunk_delta_json (id, 99, MODEL, 0, "Par\nis", 6, NULL, false, NULL);
     delta = s_check_chunk (body, NULL, false, &root);
     assert_int_equal (json_object_size (delta), 1);
     assert_string_equal (json_string_value (json_object_get (delta, "content")), "Par\nis");
@@ -858,7 +857,7 @@ test_chunks (void **state)
     //  Tool-call deltas pass on as they came.
     const char *deltas = s_json ("[{'index':0,'id':'call_1','type':'function',"
                                  "'function':{'name':'get_weather','arguments':'{}'}}]");
-    body = chat_chunk_delta_json (id, 99, MODEL, 0, NULL, 0, deltas, true);
+    body = chat_chunk_delta_json (id, 99, MODEL, 0, NULL, 0, deltas, true, NULL);
     delta = s_check_chunk (body, NULL, true, &root);
     assert_int_equal (json_object_size (delta), 1);
     json_t *expected = json_loads (deltas, 0, NULL);
@@ -867,7 +866,7 @@ test_chunks (void **state)
     free (body);
 
     //  Both in one chunk.
-    body = chat_chunk_delta_json (id, 99, MODEL, 0, "x", 1, deltas, false);
+    body = chat_chunk_delta_json (id, 99, MODEL, 0, "x", 1, deltas, false, NULL);
     delta = s_check_chunk (body, NULL, false, &root);
     assert_int_equal (json_object_size (delta), 2);
     assert_string_equal (json_string_value (json_object_get (delta, "content")), "x");
@@ -925,7 +924,7 @@ test_response_choices (void **state)
         "'model':'" MODEL "','choices':[{'index':2,'delta':{'role':'assistant',"
         "'content':''},'logprobs':null,'finish_reason':null}],'usage':null}"));
     free (body);
-    body = chat_chunk_delta_json (id, 99, MODEL, 1, "Hi", 2, NULL, false);
+    body = chat_chunk_delta_json (id, 99, MODEL, 1, "Hi", 2, NULL, false, NULL);
     assert_string_equal (body, s_json (
         "{'id':'chatcmpl-0000000000000009','object':'chat.completion.chunk','created':99,"
         "'model':'" MODEL "','choices':[{'index':1,'delta':{'content':'Hi'},"

@@ -542,23 +542,23 @@ test_completion_chunks (void **state)
 {
     (void) state;
     char *body = completion_chunk_json ("cmpl-0000000000000003", 1767322000, MODEL, 0,
-                                        "Once", 4, NULL, false);
+                                        "Once", 4, NULL, false, NULL, 0);
     json_decref (s_check_completion_chunk (body, "Once", NULL, false));
     free (body);
 
     body = completion_chunk_json ("cmpl-0000000000000003", 1767322000, MODEL, 0,
-                                  "ab\xE2\x82", 4, NULL, true);
+                                  "ab\xE2\x82", 4, NULL, true, NULL, 0);
     json_decref (s_check_completion_chunk (body, "ab\xEF\xBF\xBD", NULL, true));
     free (body);
 
     body = completion_chunk_json ("cmpl-0000000000000003", 1767322000, MODEL, 0,
-                                  "", 0, "length", true);
+                                  "", 0, "length", true, NULL, 0);
     json_decref (s_check_completion_chunk (body, "", "length", true));
     free (body);
 
     //  One line of JSON: an SSE event cannot hold a newline.
     body = completion_chunk_json ("cmpl-0000000000000003", 1767322000, MODEL, 0,
-                                  "a\nb\n", 4, "stop", false);
+                                  "a\nb\n", 4, "stop", false, NULL, 0);
     assert_null (strchr (body, '\n'));
     free (body);
 }
@@ -588,7 +588,7 @@ test_completion_response_choices (void **state)
 
     //  A chunk names its choice.
     body = completion_chunk_json ("cmpl-0000000000000005", 1767322000, MODEL, 2,
-                                  " upon", 5, NULL, true);
+                                  " upon", 5, NULL, true, NULL, 0);
     assert_non_null (body);
     assert_string_equal (body,
         "{\"id\":\"cmpl-0000000000000005\",\"object\":\"text_completion\","
@@ -597,7 +597,7 @@ test_completion_response_choices (void **state)
         "\"usage\":null}");
     free (body);
     body = completion_chunk_json ("cmpl-0000000000000005", 1767322000, MODEL, 127,
-                                  "", 0, "length", false);
+                                  "", 0, "length", false, NULL, 0);
     assert_non_null (body);
     assert_string_equal (body,
         "{\"id\":\"cmpl-0000000000000005\",\"object\":\"text_completion\","
