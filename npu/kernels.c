@@ -9,6 +9,14 @@
     (weight row, activation row) pair is still summed in exactly the order it would be
     alone, so the result does not depend on how many rows went together.
 
+    kernels_matmul goes further for the weights a batch of sequences decodes with. Q8_0
+    and Q4_0 (with two or more activation rows): two weight rows against four activation
+    rows per step, every block scale made a float once per call (not once per pair), and
+    the next tile of weight rows fetched from memory while one is computed. F32, F16 and
+    BF16 (n a multiple of 8; attention's keys): eight weight rows' sums added up across
+    their lanes together (s_hsum8_avx2) instead of one by one. Both keep each pair's
+    operations and their order, so kernels_matmul still gives kernels_dot's numbers.
+
     How the AVX2 integer products work: _mm256_maddubs_epi16 multiplies unsigned bytes by
     signed bytes and adds neighbouring pairs into 16-bit sums; _mm256_madd_epi16 then
     multiplies 16-bit values and adds pairs into 32-bit sums. Q8_0 weights, and Q4_0
@@ -46,6 +54,13 @@ _Static_assert (sizeof (kernels_block_q8_K_t) == 292, "Q8_K block is 292 bytes, 
 #define KERNELS_TILE_BYTES 16384
 #define KERNELS_CHUNK_BYTES 262144
 #define KERNELS_MAX_COUNT 4
+
+//  The Q8_0 and Q4_0 matmul: weight rows per step, and room for the block scales (as
+//  floats) of a chunk of activation rows and of a tile of weight rows, for rows of up
+//  to KERNELS_SCALES_W blocks (longer rows take the one-row path).
+#define KERNELS_Q8_0_WEIGHT_ROWS 2
+#define KERNELS_SCALES_A (KERNELS_CHUNK_BYTES / sizeof (quant_block_q8_0_t))
+#define KERNELS_SCALES_W 1024
 
 //  --- Setup -------------------------------------------------------------------------------
 
@@ -626,11 +641,12 @@ s_spread_16 (__m256i v, int index_low, int index_high)
 }
 
 //  F32, F16 and BF16 weights against float activations: two accumulators of eight
-//  lanes per activation row (16 values a step), then the lanes added, then the last
-//  n % 8 values one by one.
+//  lanes per activation row (16 values a step), then the lanes added (s_float_lanes_avx2,
+//  the first n / 8 * 8 values), then across the lanes, then the last n % 8 values one
+//  by one (s_float_rows_avx2).
 AVX2_INLINE void
-s_float_rows_avx2 (size_t n, const void *weights, const uint8_t *activations, size_t stride,
-                   int count, float *out, ggml_type_t type)
+s_float_lanes_avx2 (size_t n, const void *weights, const uint8_t *activations, size_t stride,
+                    int count, __m256 *lanes, ggml_type_t type)
 {
     __m256 even [KERNELS_MAX_COUNT], odd [KERNELS_MAX_COUNT];
     const float *a [KERNELS_MAX_COUNT];
@@ -655,14 +671,84 @@ s_float_rows_avx2 (size_t n, const void *weights, const uint8_t *activations, si
         #pragma GCC unroll 4
         for (int r = 0; r < count; r++)
             even [r] = _mm256_fmadd_ps (w0, _mm256_loadu_ps (a [r] + i), even [r]);
-        i += 8;
+    }
+    #pragma GCC unroll 4
+    for (int r = 0; r < count; r++)
+        lanes [r] = _mm256_add_ps (even [r], odd [r]);
+}
+
+AVX2_INLINE void
+s_float_rows_avx2 (size_t n, const void *weights, const uint8_t *activations, size_t stride,
+                   int count, float *out, ggml_type_t type)
+{
+    __m256 lanes [KERNELS_MAX_COUNT];
+    s_float_lanes_avx2 (n, weights, activations, stride, count, lanes, type);
+    #pragma GCC unroll 4
+    for (int r = 0; r < count; r++) {
+        const float *a = (const float *) (activations + r * stride);
+        float sum = s_hsum_avx2 (lanes [r]);
+        for (size_t j = n / 8 * 8; j < n; j++)
+            sum += s_weight_avx2 (weights, j, type) * a [j];
+        out [r] = sum;
+    }
+}
+
+//  s_hsum_avx2 of eight vectors at once, the same sums in the same order: lane i of the
+//  result is v[i]'s low half plus its high half (four lanes), then lanes 0 + 2 and
+//  1 + 3, then those two; the halves of two vectors go through one addition, and so on.
+AVX2_INLINE __m256
+s_hsum8_avx2 (const __m256 *v)
+{
+    __m256 x [4];
+    #pragma GCC unroll 4
+    for (int k = 0; k < 4; k++)                 //  [x(v[2k]) | x(v[2k + 1])]
+        x [k] = _mm256_add_ps (_mm256_permute2f128_ps (v [2 * k], v [2 * k + 1], 0x20),
+                               _mm256_permute2f128_ps (v [2 * k], v [2 * k + 1], 0x31));
+    __m256 y [2];
+    #pragma GCC unroll 2
+    for (int k = 0; k < 2; k++)                 //  [y(v[4k]) y(v[4k + 2]) | y(v[4k + 1]) y(v[4k + 3])]
+        y [k] = _mm256_add_ps (_mm256_shuffle_ps (x [2 * k], x [2 * k + 1], 0x44),
+                               _mm256_shuffle_ps (x [2 * k], x [2 * k + 1], 0xEE));
+    //  [z(v[0]) z(v[2]) z(v[4]) z(v[6]) | z(v[1]) z(v[3]) z(v[5]) z(v[7])]
+    __m256 z = _mm256_add_ps (_mm256_shuffle_ps (y [0], y [1], 0x88),
+                              _mm256_shuffle_ps (y [0], y [1], 0xDD));
+    return _mm256_permutevar8x32_ps (z, _mm256_setr_epi32 (0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+//  kernels_matmul for F32, F16 and BF16 weights with n a multiple of 8: up to eight
+//  weight rows, one by one against `count` activation rows as s_float_rows_avx2 takes
+//  them, then each activation row's eight sums reduced at once (s_hsum8_avx2):
+//  out[r * out_stride + w] for activation row r and weight row w, kernels_dot's numbers.
+AVX2_INLINE void
+s_float_group_avx2 (size_t n, const uint8_t *weights, size_t weight_stride, int n_w,
+                    const uint8_t *activations, size_t stride, int count, float *out,
+                    size_t out_stride, ggml_type_t type)
+{
+    __m256 lanes [KERNELS_MAX_COUNT][8];
+    for (int w = 0; w < 8; w++) {
+        __m256 row_lanes [KERNELS_MAX_COUNT];
+        if (w < n_w) {
+            s_float_lanes_avx2 (n, weights + w * weight_stride, activations, stride, count,
+                                row_lanes, type);
+            #pragma GCC unroll 4
+            for (int r = 0; r < count; r++)
+                lanes [r][w] = row_lanes [r];
+        }
+        else
+            #pragma GCC unroll 4
+            for (int r = 0; r < count; r++)
+                lanes [r][w] = _mm256_setzero_ps ();
     }
     #pragma GCC unroll 4
     for (int r = 0; r < count; r++) {
-        float sum = s_hsum_avx2 (_mm256_add_ps (even [r], odd [r]));
-        for (size_t j = i; j < n; j++)
-            sum += s_weight_avx2 (weights, j, type) * a [r] [j];
-        out [r] = sum;
+        __m256 sums = s_hsum8_avx2 (lanes [r]);
+        if (n_w == 8)
+            _mm256_storeu_ps (out + r * out_stride, sums);
+        else {
+            float some [8];
+            _mm256_storeu_ps (some, sums);
+            memcpy (out + r * out_stride, some, (size_t) n_w * sizeof (float));
+        }
     }
 }
 
@@ -726,6 +812,74 @@ s_q8_0_rows_avx2 (size_t n, const void *weights, const uint8_t *activations, siz
     #pragma GCC unroll 4
     for (int r = 0; r < count; r++)
         out [r] = s_hsum_avx2 (_mm256_add_ps (even [r], odd [r]));
+}
+
+//  kernels_matmul's Q8_0 and Q4_0 path: `n_w` weight rows (1..KERNELS_Q8_0_WEIGHT_ROWS)
+//  against `count` activation rows (1..4) at once, every block scale already a float
+//  (d_w: n_w rows of `blocks` scales, d_a: count rows of them). Each weight block is
+//  loaded and unpacked once for all the activation rows, and each activation block once
+//  for all the weight rows. Every (weight row, activation row) pair takes exactly the
+//  steps of s_q8_0_rows_avx2: the block's products in eight 32-bit lanes, converted to
+//  float, times the float product d_w * d_a, added into the even or the odd accumulator;
+//  so the results are kernels_dot's, bit for bit. One pass takes the even blocks, a
+//  second the odd ones, so that only n_w * count accumulators are live at a time.
+AVX2_INLINE void
+s_q8_0_pass_avx2 (size_t blocks, size_t parity, const uint8_t *weights, size_t weight_stride,
+                  const float *d_w, int n_w, const uint8_t *activations, size_t stride,
+                  const float *d_a, int count, __m256 *acc, ggml_type_t type)
+{
+    const __m256i ones = _mm256_set1_epi16 (1);
+    #pragma GCC unroll 8
+    for (int i = 0; i < n_w * count; i++)
+        acc [i] = _mm256_setzero_ps ();
+    for (size_t b = parity; b < blocks; b += 2) {
+        __m256i q_w [KERNELS_Q8_0_WEIGHT_ROWS], abs_w [KERNELS_Q8_0_WEIGHT_ROWS];
+        __m256 scale_w [KERNELS_Q8_0_WEIGHT_ROWS];
+        #pragma GCC unroll 4
+        for (int w = 0; w < n_w; w++) {
+            const uint8_t *row = weights + w * weight_stride;
+            q_w [w] = type == GGML_TYPE_Q4_0
+                    ? s_q4_0_values_avx2 ((const quant_block_q4_0_t *) row + b)
+                    : s_load_256 (((const quant_block_q8_0_t *) row) [b].qs);
+            abs_w [w] = _mm256_sign_epi8 (q_w [w], q_w [w]);
+            scale_w [w] = _mm256_broadcast_ss (d_w + w * blocks + b);
+        }
+        #pragma GCC unroll 4
+        for (int r = 0; r < count; r++) {
+            __m256i q_a = s_load_256 (s_q8_0_block (activations, stride, r, b)->qs);
+            __m256 scale_a = _mm256_broadcast_ss (d_a + r * blocks + b);
+            #pragma GCC unroll 4
+            for (int w = 0; w < n_w; w++) {
+                __m256i pairs = _mm256_maddubs_epi16 (abs_w [w], _mm256_sign_epi8 (q_a, q_w [w]));
+                __m256i sums = _mm256_madd_epi16 (pairs, ones);
+                __m256 d = _mm256_mul_ps (scale_w [w], scale_a);
+                acc [w * count + r] = _mm256_fmadd_ps (d, _mm256_cvtepi32_ps (sums),
+                                                       acc [w * count + r]);
+            }
+        }
+    }
+}
+
+//  The two passes, then each pair's lanes added as s_q8_0_rows_avx2 adds them:
+//  out[r * out_stride + w] for activation row r and weight row w.
+AVX2_INLINE void
+s_q8_0_tile_rows_avx2 (size_t blocks, const uint8_t *weights, size_t weight_stride,
+                       const float *d_w, int n_w, const uint8_t *activations, size_t stride,
+                       const float *d_a, int count, float *out, size_t out_stride,
+                       ggml_type_t type)
+{
+    __m256 even [KERNELS_Q8_0_WEIGHT_ROWS * KERNELS_MAX_COUNT];
+    __m256 odd [KERNELS_Q8_0_WEIGHT_ROWS * KERNELS_MAX_COUNT];
+    s_q8_0_pass_avx2 (blocks, 0, weights, weight_stride, d_w, n_w, activations, stride, d_a,
+                      count, even, type);
+    s_q8_0_pass_avx2 (blocks, 1, weights, weight_stride, d_w, n_w, activations, stride, d_a,
+                      count, odd, type);
+    #pragma GCC unroll 4
+    for (int w = 0; w < n_w; w++)
+        #pragma GCC unroll 4
+        for (int r = 0; r < count; r++)
+            out [r * out_stride + w] = s_hsum_avx2 (_mm256_add_ps (even [w * count + r],
+                                                                   odd [w * count + r]));
 }
 
 //  Q4_K weights against Q8_K activations. Per block: the 6-bit scales and mins unpacked
@@ -942,6 +1096,192 @@ s_q6_K_avx2 (size_t n, const void *w, const uint8_t *a, size_t stride, int count
         default: s_q6_K_rows_avx2 (n, w, a, stride, 1, out); break;
     }
 }
+//  Up to eight weight rows of F32, F16 or BF16 against `count` activation rows, the
+//  count made a constant.
+#define S_FLOAT_GROUP_CASES(TYPE)                                                            \
+    switch (count) {                                                                         \
+        case 4: s_float_group_avx2 (n, w, ws, n_w, a, as, 4, out, os, TYPE); break;          \
+        case 3: s_float_group_avx2 (n, w, ws, n_w, a, as, 3, out, os, TYPE); break;          \
+        case 2: s_float_group_avx2 (n, w, ws, n_w, a, as, 2, out, os, TYPE); break;          \
+        default: s_float_group_avx2 (n, w, ws, n_w, a, as, 1, out, os, TYPE); break;         \
+    }
+
+static AVX2_TARGET __attribute__ ((noinline)) void
+s_f32_group_avx2 (size_t n, const uint8_t *w, size_t ws, int n_w, const uint8_t *a, size_t as,
+                  int count, float *out, size_t os)
+{
+    S_FLOAT_GROUP_CASES (GGML_TYPE_F32)
+}
+
+static AVX2_TARGET __attribute__ ((noinline)) void
+s_f16_group_avx2 (size_t n, const uint8_t *w, size_t ws, int n_w, const uint8_t *a, size_t as,
+                  int count, float *out, size_t os)
+{
+    S_FLOAT_GROUP_CASES (GGML_TYPE_F16)
+}
+
+static AVX2_TARGET __attribute__ ((noinline)) void
+s_bf16_group_avx2 (size_t n, const uint8_t *w, size_t ws, int n_w, const uint8_t *a, size_t as,
+                   int count, float *out, size_t os)
+{
+    S_FLOAT_GROUP_CASES (GGML_TYPE_BF16)
+}
+
+//  kernels_matmul for F32, F16 and BF16 weights, n a multiple of 8: the same chunks and
+//  tiles, eight weight rows at a time against four activation rows at a time.
+static AVX2_TARGET void
+s_float_matmul_avx2 (ggml_type_t type, size_t n, const uint8_t *weights, size_t weight_stride,
+                     size_t n_rows, const uint8_t *activations, size_t activation_stride,
+                     size_t n_activations, float *out, size_t out_stride)
+{
+    size_t tile_rows = KERNELS_TILE_BYTES / (weight_stride? weight_stride: 1);
+    tile_rows = tile_rows / 8 * 8;
+    if (tile_rows < 8)
+        tile_rows = 8;
+    size_t chunk = KERNELS_CHUNK_BYTES / (activation_stride? activation_stride: 1);
+    chunk = chunk / KERNELS_MAX_COUNT * KERNELS_MAX_COUNT;
+    if (chunk < KERNELS_MAX_COUNT)
+        chunk = KERNELS_MAX_COUNT;
+    for (size_t first_m = 0; first_m < n_activations; first_m += chunk) {
+        size_t last_m = n_activations - first_m < chunk? n_activations: first_m + chunk;
+        for (size_t first_row = 0; first_row < n_rows; first_row += tile_rows) {
+            size_t last_row = n_rows - first_row < tile_rows? n_rows: first_row + tile_rows;
+            for (size_t m = first_m; m < last_m; m += KERNELS_MAX_COUNT) {
+                int count = last_m - m < KERNELS_MAX_COUNT? (int) (last_m - m): KERNELS_MAX_COUNT;
+                const uint8_t *activation = activations + m * activation_stride;
+                for (size_t r = first_row; r < last_row; r += 8) {
+                    int n_w = last_row - r < 8? (int) (last_row - r): 8;
+                    const uint8_t *row = weights + r * weight_stride;
+                    float *results = out + m * out_stride + r;
+                    if (type == GGML_TYPE_F16)
+                        s_f16_group_avx2 (n, row, weight_stride, n_w, activation,
+                                          activation_stride, count, results, out_stride);
+                    else
+                    if (type == GGML_TYPE_BF16)
+                        s_bf16_group_avx2 (n, row, weight_stride, n_w, activation,
+                                           activation_stride, count, results, out_stride);
+                    else
+                        s_f32_group_avx2 (n, row, weight_stride, n_w, activation,
+                                          activation_stride, count, results, out_stride);
+                }
+            }
+        }
+    }
+}
+
+//  A tile of kernels_matmul for Q8_0 or Q4_0 weights: n_w weight rows against count
+//  activation rows, both made constants. The two weight types are separate functions so
+//  that each inlines only its own unpacking.
+#define S_Q8_0_TILE_CASES(TYPE)                                                             \
+    switch (n_w * 8 + count) {                                                              \
+        case 2 * 8 + 4: s_q8_0_tile_rows_avx2 (blocks, w, ws, dw, 2, a, as, da, 4, out, os, TYPE); break; \
+        case 2 * 8 + 3: s_q8_0_tile_rows_avx2 (blocks, w, ws, dw, 2, a, as, da, 3, out, os, TYPE); break; \
+        case 2 * 8 + 2: s_q8_0_tile_rows_avx2 (blocks, w, ws, dw, 2, a, as, da, 2, out, os, TYPE); break; \
+        case 2 * 8 + 1: s_q8_0_tile_rows_avx2 (blocks, w, ws, dw, 2, a, as, da, 1, out, os, TYPE); break; \
+        case 1 * 8 + 4: s_q8_0_tile_rows_avx2 (blocks, w, ws, dw, 1, a, as, da, 4, out, os, TYPE); break; \
+        case 1 * 8 + 3: s_q8_0_tile_rows_avx2 (blocks, w, ws, dw, 1, a, as, da, 3, out, os, TYPE); break; \
+        case 1 * 8 + 2: s_q8_0_tile_rows_avx2 (blocks, w, ws, dw, 1, a, as, da, 2, out, os, TYPE); break; \
+        default:        s_q8_0_tile_rows_avx2 (blocks, w, ws, dw, 1, a, as, da, 1, out, os, TYPE); break; \
+    }
+
+static AVX2_TARGET __attribute__ ((noinline)) void
+s_q8_0_tile_avx2 (size_t blocks, const uint8_t *w, size_t ws, const float *dw, int n_w,
+                  const uint8_t *a, size_t as, const float *da, int count, float *out, size_t os)
+{
+    S_Q8_0_TILE_CASES (GGML_TYPE_Q8_0)
+}
+
+static AVX2_TARGET __attribute__ ((noinline)) void
+s_q4_0_tile_avx2 (size_t blocks, const uint8_t *w, size_t ws, const float *dw, int n_w,
+                  const uint8_t *a, size_t as, const float *da, int count, float *out, size_t os)
+{
+    S_Q8_0_TILE_CASES (GGML_TYPE_Q4_0)
+}
+
+//  The block scales of `n_rows` rows of Q8_0 or Q4_0 blocks (`stride` bytes apart) as
+//  floats, `blocks` per row.
+static AVX2_TARGET void
+s_block_scales_avx2 (const uint8_t *rows, size_t stride, size_t n_rows, size_t blocks,
+                     size_t block_bytes, float *scales)
+{
+    for (size_t r = 0; r < n_rows; r++)
+        for (size_t b = 0; b < blocks; b++) {
+            uint16_t d;
+            memcpy (&d, rows + r * stride + b * block_bytes, sizeof d);
+            scales [r * blocks + b] = _cvtsh_ss (d);
+        }
+}
+
+//  kernels_matmul for Q8_0 and Q4_0 weights: as there, chunks of activation rows and
+//  tiles of weight rows; per chunk the activations' block scales are made floats once,
+//  per tile the weights'; then KERNELS_Q8_0_WEIGHT_ROWS weight rows at a time against
+//  four activation rows at a time. Returns false (nothing done) for rows too long for
+//  the scale buffers.
+static AVX2_TARGET bool
+s_q8_0_matmul_avx2 (ggml_type_t type, size_t n, const uint8_t *weights, size_t weight_stride,
+                    size_t n_rows, const uint8_t *activations, size_t activation_stride,
+                    size_t n_activations, float *out, size_t out_stride)
+{
+    size_t blocks = n / QUANT_32_BLOCK;
+    size_t block_bytes = type == GGML_TYPE_Q4_0? sizeof (quant_block_q4_0_t)
+                                               : sizeof (quant_block_q8_0_t);
+    float d_a [KERNELS_SCALES_A];
+    float d_w [KERNELS_SCALES_W];
+    size_t tile_rows = KERNELS_TILE_BYTES / (weight_stride? weight_stride: 1);
+    tile_rows = tile_rows / KERNELS_Q8_0_WEIGHT_ROWS * KERNELS_Q8_0_WEIGHT_ROWS;
+    if (tile_rows < KERNELS_Q8_0_WEIGHT_ROWS)
+        tile_rows = KERNELS_Q8_0_WEIGHT_ROWS;
+    size_t chunk = KERNELS_CHUNK_BYTES / (activation_stride? activation_stride: 1);
+    chunk = chunk / KERNELS_MAX_COUNT * KERNELS_MAX_COUNT;
+    if (chunk < KERNELS_MAX_COUNT)
+        chunk = KERNELS_MAX_COUNT;
+    if (blocks == 0 || chunk * blocks > KERNELS_SCALES_A || tile_rows * blocks > KERNELS_SCALES_W)
+        return false;
+    for (size_t first_m = 0; first_m < n_activations; first_m += chunk) {
+        size_t last_m = n_activations - first_m < chunk? n_activations: first_m + chunk;
+        s_block_scales_avx2 (activations + first_m * activation_stride, activation_stride,
+                             last_m - first_m, blocks, sizeof (quant_block_q8_0_t), d_a);
+        for (size_t first_row = 0; first_row < n_rows; first_row += tile_rows) {
+            size_t last_row = n_rows - first_row < tile_rows? n_rows: first_row + tile_rows;
+            s_block_scales_avx2 (weights + first_row * weight_stride, weight_stride,
+                                 last_row - first_row, blocks, block_bytes, d_w);
+            //  The next tile is fetched from memory while this one is computed, a few
+            //  cache lines per step, spread over all the steps (reading it in a burst
+            //  when its scales are converted would leave the core waiting).
+            size_t next_last = n_rows - last_row < tile_rows? n_rows: last_row + tile_rows;
+            const char *fetch = (const char *) (weights + last_row * weight_stride);
+            const char *fetch_end = (const char *) (weights + next_last * weight_stride);
+            size_t steps = (last_m - first_m + KERNELS_MAX_COUNT - 1) / KERNELS_MAX_COUNT
+                         * ((last_row - first_row + KERNELS_Q8_0_WEIGHT_ROWS - 1)
+                            / KERNELS_Q8_0_WEIGHT_ROWS);
+            size_t fetch_step = ((size_t) (fetch_end - fetch) / steps + 64) / 64 * 64;
+            for (size_t m = first_m; m < last_m; m += KERNELS_MAX_COUNT) {
+                int count = last_m - m < KERNELS_MAX_COUNT? (int) (last_m - m): KERNELS_MAX_COUNT;
+                const uint8_t *activation = activations + m * activation_stride;
+                const float *scales_a = d_a + (m - first_m) * blocks;
+                for (size_t r = first_row; r < last_row; r += KERNELS_Q8_0_WEIGHT_ROWS) {
+                    int n_w = last_row - r < KERNELS_Q8_0_WEIGHT_ROWS? (int) (last_row - r)
+                                                                     : KERNELS_Q8_0_WEIGHT_ROWS;
+                    const uint8_t *row = weights + r * weight_stride;
+                    const float *scales_w = d_w + (r - first_row) * blocks;
+                    for (size_t offset = 0; offset < fetch_step && fetch < fetch_end; offset += 64) {
+                        _mm_prefetch (fetch, _MM_HINT_T0);
+                        fetch += 64;
+                    }
+                    if (type == GGML_TYPE_Q4_0)
+                        s_q4_0_tile_avx2 (blocks, row, weight_stride, scales_w, n_w, activation,
+                                          activation_stride, scales_a, count,
+                                          out + m * out_stride + r, out_stride);
+                    else
+                        s_q8_0_tile_avx2 (blocks, row, weight_stride, scales_w, n_w, activation,
+                                          activation_stride, scales_a, count,
+                                          out + m * out_stride + r, out_stride);
+                }
+            }
+        }
+    }
+    return true;
+}
 #endif
 
 //  --- Dispatch and matmul -----------------------------------------------------------------
@@ -994,6 +1334,20 @@ kernels_matmul (ggml_type_t weight_type, size_t n,
     s_dot_fn *dot = rows? NULL: s_dot_reference_for (weight_type);
     if (!rows && !dot)
         return;
+#if defined(KERNELS_HAVE_X86)
+    if (rows && (weight_type == GGML_TYPE_F32 || weight_type == GGML_TYPE_F16
+                 || weight_type == GGML_TYPE_BF16)
+    &&  n % 8 == 0 && n > 0) {
+        s_float_matmul_avx2 (weight_type, n, weight_bytes, weight_stride, n_rows,
+                             activation_bytes, activation_stride, n_activations, out, out_stride);
+        return;
+    }
+    if (rows && (weight_type == GGML_TYPE_Q8_0 || weight_type == GGML_TYPE_Q4_0)
+    &&  n_activations > 1
+    &&  s_q8_0_matmul_avx2 (weight_type, n, weight_bytes, weight_stride, n_rows,
+                            activation_bytes, activation_stride, n_activations, out, out_stride))
+        return;
+#endif
     //  Chunks of activation rows, tiles of weight rows (attention passes keys as rows
     //  a KV row apart), up to four activation rows per call.
     size_t tile_rows = KERNELS_TILE_BYTES / (weight_stride? weight_stride: 1);

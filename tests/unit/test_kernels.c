@@ -639,6 +639,105 @@ test_matmul_equals_dot (void **state)
     kernels_set_level (kernels_best_level ());
 }
 
+//  One kernels_matmul of n_rows weight rows against n_activations activation rows, with
+//  the rows `weight_pad` and `activation_pad` bytes further apart than they need and the
+//  output three floats wider: every result equals kernels_dot's for that pair alone, bit
+//  for bit, and the output's padding is left alone.
+static void
+s_check_matmul (ggml_type_t type, size_t n, size_t n_rows, size_t n_activations,
+                size_t weight_pad, size_t activation_pad)
+{
+    size_t row_bytes = ggml_row_bytes (type, n);
+    size_t weight_stride = row_bytes + weight_pad;
+    size_t activation_bytes = kernels_activation_row_bytes (type, n);
+    size_t activation_stride = activation_bytes + activation_pad;
+    size_t out_stride = n_rows + 3;
+    uint8_t *weights = malloc (n_rows * weight_stride + 1);
+    uint8_t *activations = malloc (n_activations * activation_stride + 1);
+    float *out = malloc ((n_activations * out_stride + 1) * sizeof (float));
+    assert_non_null (weights);
+    assert_non_null (activations);
+    assert_non_null (out);
+    memset (weights, 0x5A, n_rows * weight_stride);
+    memset (activations, 0xA5, n_activations * activation_stride);
+    for (size_t r = 0; r < n_rows; r++) {
+        void *row = s_random_weights (type, n, 0.5f);
+        memcpy (weights + r * weight_stride, row, row_bytes);
+        free (row);
+    }
+    for (size_t m = 0; m < n_activations; m++) {
+        void *row = s_random_activation (type, n, 1.0f + (float) m);
+        memcpy (activations + m * activation_stride, row, activation_bytes);
+        free (row);
+    }
+    for (size_t i = 0; i < n_activations * out_stride; i++)
+        out [i] = 12345.0f;
+    kernels_matmul (type, n, weights, weight_stride, n_rows, activations, activation_stride,
+                    n_activations, out, out_stride);
+    for (size_t m = 0; m < n_activations; m++) {
+        for (size_t r = 0; r < n_rows; r++) {
+            float alone = kernels_dot (type, n, weights + r * weight_stride,
+                                       activations + m * activation_stride);
+            float together = out [m * out_stride + r];
+            if (memcmp (&alone, &together, sizeof (float)) != 0)
+                fail_msg ("%s n=%zu, %zu x %zu rows, level %s: row %zu, activation %zu: "
+                          "%.9g alone, %.9g in a matmul", ggml_type_name (type), n, n_rows,
+                          n_activations, kernels_level_name (kernels_level ()), r, m,
+                          (double) alone, (double) together);
+        }
+        for (size_t r = n_rows; r < out_stride; r++)
+            assert_true (out [m * out_stride + r] == 12345.0f);
+    }
+    free (weights);
+    free (activations);
+    free (out);
+}
+
+//  The Q8_0 and Q4_0 matmul takes weight rows two at a time and activation rows four at
+//  a time, with the block scales made floats first; the float matmul (n a multiple of 8)
+//  takes eight weight rows at a time and adds up their sums together. Every count of
+//  activation rows from 1 to 9 against weight row counts that are and are not multiples
+//  of those, with padded strides; a chunk of activation rows and its remainder; Q8_0
+//  rows too long for the scale buffers and float rows with a tail (the one-row paths).
+//  Each pair must come out as it does alone, at both levels.
+static void
+test_matmul_blocking (void **state)
+{
+    (void) state;
+    const ggml_type_t quantized [2] = { GGML_TYPE_Q8_0, GGML_TYPE_Q4_0 };
+    const size_t quantized_sizes [4] = { 32, 96, 576, 1536 };
+    const size_t quantized_rows [6] = { 1, 2, 3, 5, 8, 37 };
+    const ggml_type_t floats [3] = { GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16 };
+    const size_t float_sizes [5] = { 8, 16, 64, 72, 77 };
+    const size_t float_rows [6] = { 1, 7, 8, 9, 17, 45 };
+    for (int level = 0; level <= (int) kernels_best_level (); level++) {
+        kernels_set_level ((kernels_level_t) level);
+        for (int t = 0; t < 2; t++) {
+            for (int s = 0; s < 4; s++)
+                for (int c = 0; c < 6; c++)
+                    for (size_t m = 1; m <= 9; m++)
+                        s_check_matmul (quantized [t], quantized_sizes [s], quantized_rows [c],
+                                        m, (m % 3) * 2, (m % 2) * 34);
+            //  Rows of 4096: a chunk is 60 activation rows (262144 bytes of 4352), so
+            //  65 run as a chunk and a rest of 5; a tile is 2 weight rows of Q8_0.
+            s_check_matmul (quantized [t], 4096, 7, 65, 0, 0);
+            //  Rows of 1056 blocks, more than the scale buffers hold.
+            s_check_matmul (quantized [t], 32 * 1056, 3, 5, 2, 2);
+        }
+        for (int t = 0; t < 3; t++) {
+            for (int s = 0; s < 5; s++)
+                for (int c = 0; c < 6; c++)
+                    for (size_t m = 1; m <= 9; m++)
+                        s_check_matmul (floats [t], float_sizes [s], float_rows [c], m,
+                                        (m % 3) * 4, (m % 2) * 8);
+            //  Rows of 4096 floats: a chunk is 16 activation rows, a tile 8 weight rows
+            //  (F16: 16), so both run over several.
+            s_check_matmul (floats [t], 4096, 19, 21, 0, 4);
+        }
+    }
+    kernels_set_level (kernels_best_level ());
+}
+
 //  --- F16 vectors ---------------------------------------------------------------------------
 
 static void
@@ -872,6 +971,7 @@ main (int argc, char **argv)
         cmocka_unit_test (test_integer_products_exact),
         cmocka_unit_test (test_integer_products_extreme),
         cmocka_unit_test (test_matmul_equals_dot),
+        cmocka_unit_test (test_matmul_blocking),
         cmocka_unit_test (test_f16_vectors),
         cmocka_unit_test (test_levels),
         cmocka_unit_test (test_sgemm),
