@@ -958,8 +958,10 @@ request_on_done (request_t *self, CURLcode result)
         request_fail (self, "no chunk had a finish_reason");
     if (!self->got_usage)
         request_fail (self, "no usage in the stream (stream_options.include_usage)");
-    if (self->n_tokens == 0)
-        request_fail (self, "no chunk had content");
+    //  A request whose tokens all give no text (control tokens, which a random-weight
+    //  model may well write) succeeded; one without any token did not.
+    if (self->n_tokens == 0 && self->completion_tokens == 0)
+        request_fail (self, "no chunk had content and usage counts no tokens");
     curl_easy_cleanup (self->easy);
     self->easy = NULL;
 }
@@ -1441,7 +1443,7 @@ bench_compute (bench_t *self)
         free (itls);
         return -1;
     }
-    size_t n_ttft = 0, n_tpot = 0, n_itl = 0;
+    size_t n_ttft = 0, n_tpot = 0, n_itl = 0, n_e2el = 0;
     for (size_t i = 0; i < n; i++) {
         request_t *request = self->requests [i];
         self->connections += request->connects;
@@ -1457,11 +1459,12 @@ bench_compute (bench_t *self)
         self->output_tokens += request->completion_tokens;
         if ((long long) request->n_tokens != request->completion_tokens)
             self->token_mismatches++;
-        double ttft = request->token_times [0] - request->start;
         double e2el = request->last_byte - request->start;
-        ttfts [n_ttft] = ttft;
-        e2els [n_ttft] = e2el;
-        n_ttft++;
+        e2els [n_e2el++] = e2el;
+        if (request->n_tokens == 0)
+            continue;           //  no text at all: no first token to time
+        double ttft = request->token_times [0] - request->start;
+        ttfts [n_ttft++] = ttft;
         if (request->completion_tokens > 1)
             tpots [n_tpot++] = (e2el - ttft) / (double) (request->completion_tokens - 1);
         for (size_t t = 1; t < request->n_tokens; t++)
@@ -1470,7 +1473,7 @@ bench_compute (bench_t *self)
     self->ttft = s_summarize (ttfts, n_ttft);
     self->tpot = s_summarize (tpots, n_tpot);
     self->itl = s_summarize (itls, n_itl);
-    self->e2el = s_summarize (e2els, n_ttft);
+    self->e2el = s_summarize (e2els, n_e2el);
     free (ttfts);
     free (tpots);
     free (e2els);
