@@ -13,6 +13,7 @@
 
         build/tools/probe_bandwidth [--threads N] [--mib M] [--runs R]
 */
+#include "probe_util.h"
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -42,30 +43,6 @@ s_usage (FILE *out)
         "  --mib M       array size in MiB (default 1024)\n"
         "  --runs R      timed passes over the array (default 5)\n"
         "  -h, --help    show this help\n");
-}
-
-static double
-s_now (void)
-{
-    struct timespec now;
-    clock_gettime (CLOCK_MONOTONIC, &now);
-    return (double) now.tv_sec + (double) now.tv_nsec / 1e9;
-}
-
-//  Parse a whole number in [min, max] for flag; prints the error.
-static int
-s_parse_count (const char *flag, const char *text, long min, long max, long *value)
-{
-    char *end = NULL;
-    errno = 0;
-    long parsed = strtol (text, &end, 10);
-    if (!text [0] || *end || errno || parsed < min || parsed > max) {
-        fprintf (stderr, "probe_bandwidth: %s: '%s' is not a whole number from %ld to %ld\n",
-                 flag, text, min, max);
-        return -1;
-    }
-    *value = parsed;
-    return 0;
 }
 
 //  Thread body: write the slice (so its pages are this thread's, and mapped).
@@ -109,14 +86,14 @@ s_run_threads (slice_t *slices, long n_threads, void *(*body) (void *))
     pthread_t *threads = calloc ((size_t) n_threads, sizeof (pthread_t));
     if (!threads)
         return -1;
-    double start = s_now ();
+    double start = probe_now ();
     long started = 0;
     for (; started < n_threads; started++)
         if (pthread_create (&threads [started], NULL, body, &slices [started]) != 0)
             break;
     for (long t = 0; t < started; t++)
         pthread_join (threads [t], NULL);
-    double elapsed = s_now () - start;
+    double elapsed = probe_now () - start;
     free (threads);
     return started == n_threads ? elapsed : -1;
 }
@@ -143,19 +120,20 @@ main (int argc, char **argv)
         }
         else
         if (strcmp (argv [i], "--threads") == 0) {
-            if (s_parse_count ("--threads", value, 1, 1024, &n_threads))
+            if (probe_parse_count ("probe_bandwidth", "--threads",
+                                   value, 1, 1024, &n_threads))
                 return 2;
             i++;
         }
         else
         if (strcmp (argv [i], "--mib") == 0) {
-            if (s_parse_count ("--mib", value, 1, 1 << 20, &mib))
+            if (probe_parse_count ("probe_bandwidth", "--mib", value, 1, 1 << 20, &mib))
                 return 2;
             i++;
         }
         else
         if (strcmp (argv [i], "--runs") == 0) {
-            if (s_parse_count ("--runs", value, 1, 1000, &runs))
+            if (probe_parse_count ("probe_bandwidth", "--runs", value, 1, 1000, &runs))
                 return 2;
             i++;
         }

@@ -12,6 +12,7 @@
 
     Without OpenBLAS (not installed, or ZLLM_BLAS=off) it says so and exits with 1.
 */
+#include "probe_util.h"
 #include "kernels.h"
 
 #include <errno.h>
@@ -49,30 +50,6 @@ s_usage (FILE *out)
         "  -h, --help     show this help\n");
 }
 
-static double
-s_now (void)
-{
-    struct timespec now;
-    clock_gettime (CLOCK_MONOTONIC, &now);
-    return (double) now.tv_sec + (double) now.tv_nsec / 1e9;
-}
-
-//  Parse a whole number in [min, max] for flag; prints the error.
-static int
-s_parse_count (const char *flag, const char *text, long min, long max, long *value)
-{
-    char *end = NULL;
-    errno = 0;
-    long parsed = strtol (text, &end, 10);
-    if (!text [0] || *end || errno || parsed < min || parsed > max) {
-        fprintf (stderr, "probe_sgemm: %s: '%s' is not a whole number from %ld to %ld\n",
-                 flag, text, min, max);
-        return -1;
-    }
-    *value = parsed;
-    return 0;
-}
-
 //  Parse "512,1024,2048" into sizes; returns how many, or -1.
 static int
 s_parse_sizes (const char *text, long *sizes)
@@ -90,7 +67,7 @@ s_parse_sizes (const char *text, long *sizes)
             fprintf (stderr, "probe_sgemm: --sizes: at most %d sizes\n", PROBE_MAX_SIZES);
             return -1;
         }
-        if (s_parse_count ("--sizes", item, 1, 16384, &sizes [n_sizes]))
+        if (probe_parse_count ("probe_sgemm", "--sizes", item, 1, 16384, &sizes [n_sizes]))
             return -1;
         n_sizes++;
     }
@@ -147,9 +124,9 @@ s_measure (kernels_pool_t *pool, uint32_t n_threads, size_t size, long runs)
     }
     product_t product = { size, a, b, c, n_threads, 0 };
     for (long run = -1; run < runs && status == 0; run++) {
-        double start = s_now ();
+        double start = probe_now ();
         kernels_pool_run (pool, s_product_task, &product, n_threads);
-        double elapsed = s_now () - start;
+        double elapsed = probe_now () - start;
         if (product.failed) {
             fprintf (stderr, "probe_sgemm: kernels_sgemm refused the product\n");
             status = 1;
@@ -191,7 +168,7 @@ main (int argc, char **argv)
         }
         else
         if (strcmp (argv [i], "--threads") == 0) {
-            if (s_parse_count ("--threads", value, 1, 256, &n_threads))
+            if (probe_parse_count ("probe_sgemm", "--threads", value, 1, 256, &n_threads))
                 return 2;
             i++;
         }
@@ -204,7 +181,7 @@ main (int argc, char **argv)
         }
         else
         if (strcmp (argv [i], "--runs") == 0) {
-            if (s_parse_count ("--runs", value, 1, 1000, &runs))
+            if (probe_parse_count ("probe_sgemm", "--runs", value, 1, 1000, &runs))
                 return 2;
             i++;
         }
