@@ -567,6 +567,26 @@ s_dot_reference_for (ggml_type_t type)
 typedef void (s_rows_fn) (size_t n, const void *weights, const uint8_t *activations,
                           size_t stride, int count, float *out);
 
+//  The products walk the weights in tiles of rows that stay in the cache (about
+//  KERNELS_TILE_BYTES, a multiple of `multiple` rows, at least that many) ...
+static size_t
+s_tile_rows (size_t weight_stride, size_t multiple)
+{
+    size_t rows = KERNELS_TILE_BYTES / (weight_stride? weight_stride: 1);
+    rows = rows / multiple * multiple;
+    return rows < multiple? multiple: rows;
+}
+
+//  ... and the activations in chunks of rows (about KERNELS_CHUNK_BYTES, a multiple of
+//  KERNELS_MAX_COUNT rows, at least that many), every tile against a whole chunk.
+static size_t
+s_activation_chunk (size_t activation_stride)
+{
+    size_t rows = KERNELS_CHUNK_BYTES / (activation_stride? activation_stride: 1);
+    rows = rows / KERNELS_MAX_COUNT * KERNELS_MAX_COUNT;
+    return rows < KERNELS_MAX_COUNT? KERNELS_MAX_COUNT: rows;
+}
+
 #if defined(KERNELS_HAVE_X86)
 #define AVX2_INLINE static inline __attribute__ ((always_inline)) AVX2_TARGET
 
@@ -1134,14 +1154,8 @@ s_float_matmul_avx2 (ggml_type_t type, size_t n, const uint8_t *weights, size_t 
                      size_t n_rows, const uint8_t *activations, size_t activation_stride,
                      size_t n_activations, float *out, size_t out_stride)
 {
-    size_t tile_rows = KERNELS_TILE_BYTES / (weight_stride? weight_stride: 1);
-    tile_rows = tile_rows / 8 * 8;
-    if (tile_rows < 8)
-        tile_rows = 8;
-    size_t chunk = KERNELS_CHUNK_BYTES / (activation_stride? activation_stride: 1);
-    chunk = chunk / KERNELS_MAX_COUNT * KERNELS_MAX_COUNT;
-    if (chunk < KERNELS_MAX_COUNT)
-        chunk = KERNELS_MAX_COUNT;
+    size_t tile_rows = s_tile_rows (weight_stride, 8);
+    size_t chunk = s_activation_chunk (activation_stride);
     for (size_t first_m = 0; first_m < n_activations; first_m += chunk) {
         size_t last_m = n_activations - first_m < chunk? n_activations: first_m + chunk;
         for (size_t first_row = 0; first_row < n_rows; first_row += tile_rows) {
@@ -1227,14 +1241,8 @@ s_q8_0_matmul_avx2 (ggml_type_t type, size_t n, const uint8_t *weights, size_t w
                                                : sizeof (quant_block_q8_0_t);
     float d_a [KERNELS_SCALES_A];
     float d_w [KERNELS_SCALES_W];
-    size_t tile_rows = KERNELS_TILE_BYTES / (weight_stride? weight_stride: 1);
-    tile_rows = tile_rows / KERNELS_Q8_0_WEIGHT_ROWS * KERNELS_Q8_0_WEIGHT_ROWS;
-    if (tile_rows < KERNELS_Q8_0_WEIGHT_ROWS)
-        tile_rows = KERNELS_Q8_0_WEIGHT_ROWS;
-    size_t chunk = KERNELS_CHUNK_BYTES / (activation_stride? activation_stride: 1);
-    chunk = chunk / KERNELS_MAX_COUNT * KERNELS_MAX_COUNT;
-    if (chunk < KERNELS_MAX_COUNT)
-        chunk = KERNELS_MAX_COUNT;
+    size_t tile_rows = s_tile_rows (weight_stride, KERNELS_Q8_0_WEIGHT_ROWS);
+    size_t chunk = s_activation_chunk (activation_stride);
     if (blocks == 0 || chunk * blocks > KERNELS_SCALES_A || tile_rows * blocks > KERNELS_SCALES_W)
         return false;
     for (size_t first_m = 0; first_m < n_activations; first_m += chunk) {
@@ -1350,13 +1358,8 @@ kernels_matmul (ggml_type_t weight_type, size_t n,
 #endif
     //  Chunks of activation rows, tiles of weight rows (attention passes keys as rows
     //  a KV row apart), up to four activation rows per call.
-    size_t tile_rows = KERNELS_TILE_BYTES / (weight_stride? weight_stride: 1);
-    if (tile_rows < 1)
-        tile_rows = 1;
-    size_t chunk = KERNELS_CHUNK_BYTES / (activation_stride? activation_stride: 1);
-    chunk = chunk / KERNELS_MAX_COUNT * KERNELS_MAX_COUNT;
-    if (chunk < KERNELS_MAX_COUNT)
-        chunk = KERNELS_MAX_COUNT;
+    size_t tile_rows = s_tile_rows (weight_stride, 1);
+    size_t chunk = s_activation_chunk (activation_stride);
     for (size_t first_m = 0; first_m < n_activations; first_m += chunk) {
         size_t last_m = n_activations - first_m < chunk? n_activations: first_m + chunk;
         for (size_t first_row = 0; first_row < n_rows; first_row += tile_rows) {
