@@ -233,24 +233,32 @@ s_tokenize (tokenizer_t *self, const char *text, bool add_special_tokens, uint32
     }
 }
 
+//  Every id of tokens[0 .. n-1] must be in the vocabulary. Returns 0, or -1 with
+//  "WHAT: token ID (at I) is not in the vocabulary (of N tokens)" in err.
+static int
+s_check_in_vocabulary (tokenizer_t *self, const char *what, const uint32_t *tokens,
+                       uint32_t n, char *err, size_t err_size)
+{
+    uint32_t n_vocab = vocab_size (self->vocab);
+    for (uint32_t i = 0; i < n; i++)
+        if (tokens [i] >= n_vocab) {
+            snprintf (err, err_size, "%s: token %u (at %u) is not in the vocabulary (of %u "
+                      "tokens)", what, tokens [i], i, n_vocab);
+            return -1;
+        }
+    return 0;
+}
+
 //  The token ids a request names (logit_bias, stop_token_ids) must be in the vocabulary:
 //  the frontend cannot know its size. Returns 0, or -1 with the reason in err.
 static int
 s_check_token_ids (tokenizer_t *self, const proto_msg_t *msg, char *err, size_t err_size)
 {
-    uint32_t n_vocab = vocab_size (self->vocab);
-    for (uint32_t i = 0; i < msg->sampling.n_bias; i++)
-        if (msg->sampling.bias_tokens [i] >= n_vocab) {
-            snprintf (err, err_size, "logit_bias: token %u is not in the vocabulary (of %u "
-                      "tokens)", msg->sampling.bias_tokens [i], n_vocab);
-            return -1;
-        }
-    for (uint32_t i = 0; i < msg->n_stop_tokens; i++)
-        if (msg->stop_tokens [i] >= n_vocab) {
-            snprintf (err, err_size, "stop_token_ids: token %u is not in the vocabulary (of "
-                      "%u tokens)", msg->stop_tokens [i], n_vocab);
-            return -1;
-        }
+    if (s_check_in_vocabulary (self, "logit_bias", msg->sampling.bias_tokens,
+                               msg->sampling.n_bias, err, err_size) != 0
+    ||  s_check_in_vocabulary (self, "stop_token_ids", msg->stop_tokens, msg->n_stop_tokens,
+                               err, err_size) != 0)
+        return -1;
     return 0;
 }
 
@@ -491,15 +499,12 @@ s_handle_tokenize (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
 static void
 s_handle_detokenize (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
 {
-    uint32_t n_vocab = vocab_size (self->vocab);
-    for (uint32_t i = 0; i < msg->n_tokens; i++)
-        if (msg->tokens [i] >= n_vocab) {
-            char message [160];
-            snprintf (message, sizeof message, "token %u (at %u) is not in the vocabulary "
-                      "(of %u tokens)", msg->tokens [i], i, n_vocab);
-            s_send_error (self, msg->request_id, reply_to, 400, message);
-            return;
-        }
+    char message [160];
+    if (s_check_in_vocabulary (self, "tokens", msg->tokens, msg->n_tokens, message,
+                               sizeof message) != 0) {
+        s_send_error (self, msg->request_id, reply_to, 400, message);
+        return;
+    }
     //  Each token gives at most a few bytes: grow when a piece does not fit.
     detok_t *detok = detok_new (self->vocab);
     size_t size = 0, limit = 256;
