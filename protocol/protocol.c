@@ -6,8 +6,8 @@
     in their smallest form, floats are float32, text is a msgpack string, token lists are
     arrays of unsigned integers, booleans are msgpack booleans. Nested maps (sampling;
     STEP's "seqs", an array of maps {seq_id, pos, tokens, blocks, n_prompt, first,
-    sample, sampling, masked_tokens}; STEP_RESULT's "outs", an array of maps {seq_id, token, logprob,
-    top}) are described member by member in tables below, which both directions use.
+    sample, sampling, masked_tokens, history}; STEP_RESULT's "outs", an array of maps
+    {seq_id, token, logprob, top}) are described member by member in tables below, which both directions use.
     Pairs (logit_bias, top) are arrays of [token, float]. Inside nested maps an empty
     array or an all-zero sampling is not written (a decoder takes it as empty): a decode
     step's sequences then cost a few dozen bytes each.
@@ -108,6 +108,12 @@ typedef enum {
     FIELD_LOGPROB,
     FIELD_TOP,
     FIELD_LOGPROBS,
+    FIELD_USE_BEAM_SEARCH,
+    FIELD_LENGTH_PENALTY,
+    FIELD_EARLY_STOPPING,
+    FIELD_INCLUDE_STOP_STR_IN_OUTPUT,
+    FIELD_KEEP_SPECIAL_TOKENS,
+    FIELD_QUEUE_US,
     FIELD_COUNT
 } s_field_t;
 
@@ -154,7 +160,13 @@ static const char *s_field_names [FIELD_COUNT] = {
     [FIELD_WANT_LOGPROBS] = "want_logprobs",
     [FIELD_LOGPROB] = "logprob",
     [FIELD_TOP] = "top",
-    [FIELD_LOGPROBS] = "logprobs"
+    [FIELD_LOGPROBS] = "logprobs",
+    [FIELD_USE_BEAM_SEARCH] = "use_beam_search",
+    [FIELD_LENGTH_PENALTY] = "length_penalty",
+    [FIELD_EARLY_STOPPING] = "early_stopping",
+    [FIELD_INCLUDE_STOP_STR_IN_OUTPUT] = "include_stop_str_in_output",
+    [FIELD_KEEP_SPECIAL_TOKENS] = "keep_special_tokens",
+    [FIELD_QUEUE_US] = "queue_us"
 };
 
 //  One field of a kind, and whether a decoder insists on it.
@@ -163,7 +175,7 @@ typedef struct {
     bool required;
 } s_kind_field_t;
 
-#define S_MAX_KIND_FIELDS 12
+#define S_MAX_KIND_FIELDS 20
 
 //  What each kind is called and which fields it carries, in encoding order.
 typedef struct {
@@ -173,28 +185,33 @@ typedef struct {
 } s_kind_t;
 
 static const s_kind_t s_kinds [PROTO_KIND_COUNT] = {
-    [PROTO_GENERATE] = { .name = "GENERATE", .n_fields = 11, .fields = {
+    [PROTO_GENERATE] = { .name = "GENERATE", .n_fields = 17, .fields = {
         { FIELD_REQUEST_ID, true }, { FIELD_TEXT, false }, { FIELD_CHAT, false },
+        { FIELD_TOKENS, false },
         { FIELD_MAX_TOKENS, false }, { FIELD_SAMPLING, false }, { FIELD_IGNORE_EOS, false },
         { FIELD_N, false }, { FIELD_BEST_OF, false }, { FIELD_STOPS, false },
-        { FIELD_STOP_TOKENS, false }, { FIELD_WANT_LOGPROBS, false } } },
+        { FIELD_STOP_TOKENS, false }, { FIELD_WANT_LOGPROBS, false },
+        { FIELD_USE_BEAM_SEARCH, false }, { FIELD_LENGTH_PENALTY, false },
+        { FIELD_EARLY_STOPPING, false }, { FIELD_INCLUDE_STOP_STR_IN_OUTPUT, false },
+        { FIELD_KEEP_SPECIAL_TOKENS, false } } },
     [PROTO_CANCEL] = { .name = "CANCEL", .n_fields = 3, .fields = {
         { FIELD_REQUEST_ID, true }, { FIELD_INDEX, false }, { FIELD_ONLY_INDEX, false } } },
-    [PROTO_OUTPUT] = { .name = "OUTPUT", .n_fields = 8, .fields = {
+    [PROTO_OUTPUT] = { .name = "OUTPUT", .n_fields = 9, .fields = {
         { FIELD_REQUEST_ID, true }, { FIELD_INDEX, false }, { FIELD_TEXT, false },
         { FIELD_TOOL_CALLS, false }, { FIELD_LOGPROBS, false },
         { FIELD_FINISH, false }, { FIELD_PROMPT_TOKENS, false },
-        { FIELD_COMPLETION_TOKENS, false } } },
+        { FIELD_COMPLETION_TOKENS, false }, { FIELD_QUEUE_US, false } } },
     [PROTO_ERROR] = { .name = "ERROR", .n_fields = 3, .fields = {
         { FIELD_REQUEST_ID, true }, { FIELD_STATUS, true }, { FIELD_TEXT, false } } },
-    [PROTO_SUBMIT] = { .name = "SUBMIT", .n_fields = 7, .fields = {
+    [PROTO_SUBMIT] = { .name = "SUBMIT", .n_fields = 10, .fields = {
         { FIELD_REQUEST_ID, true }, { FIELD_TOKENS, true }, { FIELD_MAX_TOKENS, false },
         { FIELD_SAMPLING, false }, { FIELD_N, false }, { FIELD_BEST_OF, false },
-        { FIELD_STOP_TOKENS, false } } },
-    [PROTO_TOKENS] = { .name = "TOKENS", .n_fields = 7, .fields = {
+        { FIELD_STOP_TOKENS, false }, { FIELD_USE_BEAM_SEARCH, false },
+        { FIELD_LENGTH_PENALTY, false }, { FIELD_EARLY_STOPPING, false } } },
+    [PROTO_TOKENS] = { .name = "TOKENS", .n_fields = 8, .fields = {
         { FIELD_REQUEST_ID, true }, { FIELD_INDEX, false }, { FIELD_TOKENS, false },
         { FIELD_FINISH, false }, { FIELD_LOGPROB, false }, { FIELD_TOP, false },
-        { FIELD_PROMPT_TOKENS, false } } },
+        { FIELD_PROMPT_TOKENS, false }, { FIELD_QUEUE_US, false } } },
     [PROTO_HELLO] = { .name = "HELLO", .n_fields = 7, .fields = {
         { FIELD_VERSION, true }, { FIELD_TEXT, false }, { FIELD_FINGERPRINT, true },
         { FIELD_N_CTX, false }, { FIELD_N_BLOCKS, false }, { FIELD_BLOCK_SIZE, false },
@@ -269,6 +286,8 @@ static const s_member_t s_sampling_members [] = {
     { "seed", MEMBER_U64, offsetof (proto_sampling_t, seed), 0, 0, 0, false },
     { "min_tokens", MEMBER_U32, offsetof (proto_sampling_t, min_tokens), 0, 0, 0, false },
     { "n_logprobs", MEMBER_U32, offsetof (proto_sampling_t, n_logprobs), 0, 0, 0, false },
+    { "beam_candidates", MEMBER_U32, offsetof (proto_sampling_t, beam_candidates), 0, 0,
+      0, false },
     { "logit_bias", MEMBER_PAIRS, offsetof (proto_sampling_t, bias_tokens),
       offsetof (proto_sampling_t, bias_values), offsetof (proto_sampling_t, n_bias),
       PROTO_MAX_BIAS, false }
@@ -286,7 +305,9 @@ static const s_member_t s_step_seq_members [] = {
     { "sample", MEMBER_BOOL, offsetof (proto_step_seq_t, sample), 0, 0, 0, false },
     { "sampling", MEMBER_SAMPLING, offsetof (proto_step_seq_t, sampling), 0, 0, 0, false },
     { "masked_tokens", MEMBER_TOKENS, offsetof (proto_step_seq_t, masked_tokens), 0,
-      offsetof (proto_step_seq_t, n_masked), PROTO_MAX_TOKENS, false }
+      offsetof (proto_step_seq_t, n_masked), PROTO_MAX_TOKENS, false },
+    { "history", MEMBER_TOKENS, offsetof (proto_step_seq_t, history), 0,
+      offsetof (proto_step_seq_t, n_history), PROTO_MAX_TOKENS, false }
 };
 
 static const s_member_t s_step_out_members [] = {
@@ -295,7 +316,7 @@ static const s_member_t s_step_out_members [] = {
     { "logprob", MEMBER_F32, offsetof (proto_step_out_t, logprob), 0, 0, 0, true },
     { "top", MEMBER_PAIRS, offsetof (proto_step_out_t, top_tokens),
       offsetof (proto_step_out_t, top_logprobs), offsetof (proto_step_out_t, n_top),
-      PROTO_MAX_LOGPROBS, false }
+      PROTO_MAX_BEAM_CANDIDATES, false }
 };
 
 #define S_N_MEMBERS(table) (sizeof (table) / sizeof ((table) [0]))
@@ -398,6 +419,7 @@ proto_msg_reset (proto_msg_t *msg)
             free (msg->seqs [index].tokens);
             free (msg->seqs [index].blocks);
             free (msg->seqs [index].masked_tokens);
+            free (msg->seqs [index].history);
             proto_sampling_reset (&msg->seqs [index].sampling);
         }
         free (msg->seqs);
@@ -858,6 +880,23 @@ s_pack_field (msgpack_packer *packer, const proto_msg_t *msg, s_field_t field)
                                  PROTO_MAX_LOGPROBS);
         case FIELD_LOGPROBS:
             return s_pack_optional_text (packer, msg->logprobs);
+        case FIELD_USE_BEAM_SEARCH:
+            return msg->use_beam_search? msgpack_pack_true (packer)
+                                       : msgpack_pack_false (packer);
+        case FIELD_LENGTH_PENALTY:
+            return msgpack_pack_float (packer, msg->length_penalty);
+        case FIELD_EARLY_STOPPING:
+            if ((unsigned) msg->early_stopping > PROTO_EARLY_STOPPING_NEVER)
+                return -1;
+            return msgpack_pack_uint32 (packer, (uint32_t) msg->early_stopping);
+        case FIELD_INCLUDE_STOP_STR_IN_OUTPUT:
+            return msg->include_stop_str_in_output? msgpack_pack_true (packer)
+                                                  : msgpack_pack_false (packer);
+        case FIELD_KEEP_SPECIAL_TOKENS:
+            return msg->keep_special_tokens? msgpack_pack_true (packer)
+                                           : msgpack_pack_false (packer);
+        case FIELD_QUEUE_US:
+            return msgpack_pack_uint64 (packer, msg->queue_us);
         case FIELD_CHAT:
             return s_pack_optional_text (packer, msg->chat);
         case FIELD_TOOL_CALLS:
@@ -1773,6 +1812,23 @@ s_read_field (s_reader_t *reader, proto_msg_t *msg, s_field_t field)
                                  PROTO_MAX_LOGPROBS);
         case FIELD_LOGPROBS:
             return s_read_optional_text (reader, &msg->logprobs);
+        case FIELD_USE_BEAM_SEARCH:
+            return s_read_bool (reader, &msg->use_beam_search);
+        case FIELD_LENGTH_PENALTY:
+            return s_read_float (reader, &msg->length_penalty);
+        case FIELD_EARLY_STOPPING: {
+            uint32_t value;
+            if (s_read_limited_uint32 (reader, &value, PROTO_EARLY_STOPPING_NEVER) != 0)
+                return -1;
+            msg->early_stopping = (proto_early_stopping_t) value;
+            return 0;
+        }
+        case FIELD_INCLUDE_STOP_STR_IN_OUTPUT:
+            return s_read_bool (reader, &msg->include_stop_str_in_output);
+        case FIELD_KEEP_SPECIAL_TOKENS:
+            return s_read_bool (reader, &msg->keep_special_tokens);
+        case FIELD_QUEUE_US:
+            return s_read_uint64 (reader, &msg->queue_us);
         default:
             s_fail (reader, "no decoder for this field");
             return -1;

@@ -41,7 +41,7 @@
 #include <czmq.h>
 
 //  Bumped on any incompatible change; a worker whose version differs is refused.
-#define PROTO_VERSION 2
+#define PROTO_VERSION 3
 
 //  Decoder limits: a frame or field beyond them is refused, never allocated.
 #define PROTO_MAX_FRAME_BYTES   (64u * 1024 * 1024)
@@ -51,6 +51,8 @@
 #define PROTO_MAX_STOPS         16              //  stop strings in one GENERATE
 #define PROTO_MAX_LOGPROBS      20              //  top log-probabilities per token
 #define PROTO_MAX_N             128             //  sequences of one request
+//  Beam search asks the worker for the 2 x width most likely next tokens of each beam.
+#define PROTO_MAX_BEAM_CANDIDATES (2 * PROTO_MAX_N)
 //  Request ids are below 2^63: the scheduler gives the other sequences of a request
 //  (n > 1) worker-side ids with the top bit set, so the two never meet.
 #define PROTO_MAX_REQUEST_ID    0x7fffffffffffffffULL
@@ -84,6 +86,17 @@ typedef enum {
     PROTO_FINISH_TOOL_CALLS = 3 //  the model called tools (OUTPUT only)
 } proto_finish_t;
 
+//  When beam search stops (GENERATE and SUBMIT early_stopping), as Hugging Face
+//  transformers and vLLM define it: FALSE stops when no running beam can still beat the
+//  worst of the width finished ones at its current length (a heuristic), TRUE as soon
+//  as width beams have finished, NEVER only when no running beam can beat them at any
+//  length it may still reach.
+typedef enum {
+    PROTO_EARLY_STOPPING_FALSE = 0,
+    PROTO_EARLY_STOPPING_TRUE = 1,
+    PROTO_EARLY_STOPPING_NEVER = 2
+} proto_early_stopping_t;
+
 //  How to sample one sequence (npu/sampler.h says what each does). Zero is greedy and
 //  everything off (top_p and repetition_penalty 0 are taken as 1). Carried by GENERATE
 //  and SUBMIT for the request, and by a STEP for a sequence's first step on a worker.
@@ -98,6 +111,12 @@ typedef struct {
     uint64_t seed;
     uint32_t min_tokens;            //  stop tokens are masked until this many are generated
     uint32_t n_logprobs;            //  top log-probabilities wanted per token (0 .. 20)
+    uint32_t beam_candidates;       //  beam search (0: off): each sampled token comes with
+                                    //  this many (<= PROTO_MAX_BEAM_CANDIDATES) most
+                                    //  likely tokens of the processed distribution
+                                    //  (log softmax after logit_bias, the min_tokens mask
+                                    //  and the penalties) instead of n_logprobs of the
+                                    //  model's own
     uint32_t *bias_tokens;          //  logit_bias: n_bias token ids, heap ...
     float *bias_values;             //  ... and their biases, heap
     uint32_t n_bias;
@@ -108,8 +127,10 @@ typedef struct {
 //  blocks (position p in blocks[p / block_size]); then, when sample is set, sample one
 //  token from the last position. Positions before n_prompt are the prompt, the others
 //  are generated tokens (the penalties count them). `first` starts the sequence on the
-//  worker (pos is 0, or where a cached prefix ends): the worker makes its sampling state
-//  from `sampling` then; later steps of the sequence leave `sampling` empty.
+//  worker (pos is 0, or where a cached prefix or a forked parent ends): the worker makes
+//  its sampling state from `sampling` then, and from `history`, the sequence's tokens at
+//  positions 0 .. pos-1 (pos of them, so that the penalties, min_tokens and the seeds
+//  count what came before); later steps of the sequence leave both empty.
 typedef struct {
     uint64_t seq_id;
     uint32_t pos;
@@ -123,11 +144,14 @@ typedef struct {
     proto_sampling_t sampling;
     uint32_t *masked_tokens;        //  with first: ids masked until sampling.min_tokens
     uint32_t n_masked;
+    uint32_t *history;              //  with first: the tokens before pos
+    uint32_t n_history;
 } proto_step_seq_t;
 
 //  One sampled token in a STEP_RESULT: for sequence seq_id, the token, its
 //  log-probability under the model's distribution (before any sampling processing), and
-//  the n_top most likely tokens with theirs, most likely first.
+//  the n_top most likely tokens with theirs, most likely first (n_logprobs of the
+//  model's distribution, or, for beam search, beam_candidates of the processed one).
 typedef struct {
     uint64_t seq_id;
     uint32_t token;
@@ -147,7 +171,13 @@ typedef struct {
 //               best_of (sequences generated when more than n: only the n with the
 //               highest cumulative log-probability come back, at the end),
 //               stops/n_stops (stop strings), stop_tokens/n_stop_tokens (ids that end
-//               the request besides the model's own end-of-generation tokens)
+//               the request besides the model's own end-of-generation tokens),
+//               tokens/n_tokens (the prompt as ids, instead of text: used as they
+//               are, no special tokens added), use_beam_search with length_penalty and
+//               early_stopping (best_of beams, or n, the n best come back at the end),
+//               include_stop_str_in_output (a stop string that ends a sequence stays
+//               in its text), keep_special_tokens (special tokens such as </s> are
+//               written into the text; otherwise left out)
 //  CANCEL       request_id; with only_index, just sequence `index` of it (a stop string
 //               ended that one of n)
 //  OUTPUT       request_id, index (of the sequence, 0 .. n-1), text (new text, may be
@@ -155,14 +185,17 @@ typedef struct {
 //               OpenAI's streaming shape), logprobs (NULL, or a JSON array of
 //               {token, logprob, bytes, top_logprobs} for the new tokens), finish (of
 //               that sequence), prompt_tokens, completion_tokens (that sequence's total
-//               so far)
+//               so far), queue_us (on the request's first OUTPUT: the TOKENS' queue_us)
 //  ERROR        request_id, status (an HTTP status: 400, 503, ...), text (message)
 //  SUBMIT       request_id, tokens/n_tokens (prompt ids), max_tokens, sampling, n, best_of,
 //               stop_tokens/n_stop_tokens (ids that end the request, e.g. EOS; also
-//               masked until sampling.min_tokens)
+//               masked until sampling.min_tokens), use_beam_search, length_penalty,
+//               early_stopping
 //  TOKENS       request_id, index (of the sequence), tokens/n_tokens (new ids, in
 //               order), finish (of that sequence), prompt_tokens, logprob and
-//               top/n_top (of a single new token, for a request that wants them)
+//               top/n_top (of a single new token, for a request that wants them),
+//               queue_us (on the request's first TOKENS: microseconds it waited in the
+//               scheduler's queue before its first step; 0 on the others)
 //  HELLO        version, text (device name, "cpu:0"), fingerprint (model), n_ctx,
 //               n_blocks, block_size (its KV pool), n_vocab
 //  WELCOME      (no fields)
@@ -196,6 +229,13 @@ typedef struct {
     bool add_special_tokens;        //  TOKENIZE
     bool want_logprobs;             //  GENERATE: log-probabilities of the tokens chosen
                                     //  (and sampling.n_logprobs alternatives)
+    bool use_beam_search;           //  GENERATE, SUBMIT
+    float length_penalty;           //  beam search: scores are cumulative log-probability
+                                    //  / length ^ length_penalty (1 by the API's default)
+    proto_early_stopping_t early_stopping;  //  beam search
+    bool include_stop_str_in_output;//  GENERATE
+    bool keep_special_tokens;       //  GENERATE: vLLM's skip_special_tokens false
+    uint64_t queue_us;              //  TOKENS, OUTPUT
     float logprob;                  //  TOKENS: of its (one) token, when asked
     uint32_t *top_tokens;           //  TOKENS: the most likely alternatives, heap ...
     float *top_logprobs;            //  ... and theirs

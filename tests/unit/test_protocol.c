@@ -245,6 +245,7 @@ s_assert_sampling_equal (const proto_sampling_t *a, const proto_sampling_t *b)
     assert_true (a->seed == b->seed);
     assert_int_equal (a->min_tokens, b->min_tokens);
     assert_int_equal (a->n_logprobs, b->n_logprobs);
+    assert_int_equal (a->beam_candidates, b->beam_candidates);
     s_assert_tokens_equal (a->bias_tokens, a->n_bias, b->bias_tokens, b->n_bias);
     s_assert_floats_equal (a->bias_values, b->bias_values, a->n_bias);
 }
@@ -261,6 +262,7 @@ s_assert_seq_equal (const proto_step_seq_t *a, const proto_step_seq_t *b)
     assert_int_equal (a->sample, b->sample);
     s_assert_sampling_equal (&a->sampling, &b->sampling);
     s_assert_tokens_equal (a->masked_tokens, a->n_masked, b->masked_tokens, b->n_masked);
+    s_assert_tokens_equal (a->history, a->n_history, b->history, b->n_history);
 }
 
 static void
@@ -303,6 +305,12 @@ s_assert_msg_equal (const proto_msg_t *a, const proto_msg_t *b)
     assert_true (a->only_index == b->only_index);
     assert_true (a->add_special_tokens == b->add_special_tokens);
     assert_true (a->want_logprobs == b->want_logprobs);
+    assert_true (a->use_beam_search == b->use_beam_search);
+    assert_true (s_float_same (a->length_penalty, b->length_penalty));
+    assert_int_equal (a->early_stopping, b->early_stopping);
+    assert_true (a->include_stop_str_in_output == b->include_stop_str_in_output);
+    assert_true (a->keep_special_tokens == b->keep_special_tokens);
+    assert_true (a->queue_us == b->queue_us);
     assert_true (s_float_same (a->logprob, b->logprob));
     s_assert_tokens_equal (a->top_tokens, a->n_top, b->top_tokens, b->n_top);
     s_assert_floats_equal (a->top_logprobs, b->top_logprobs, a->n_top);
@@ -565,6 +573,7 @@ s_fill_sampling (proto_sampling_t *sampling, int variant)
         sampling->seed = 0x0123456789abcdefull;
         sampling->min_tokens = 3;
         sampling->n_logprobs = 5;
+        sampling->beam_candidates = 8;
         sampling->n_bias = 3;
         sampling->bias_tokens = s_copy_ids (tokens, 3);
         sampling->bias_values = s_copy_floats (values, 3);
@@ -584,6 +593,7 @@ s_fill_sampling (proto_sampling_t *sampling, int variant)
         sampling->seed = UINT64_MAX;
         sampling->min_tokens = UINT32_MAX;
         sampling->n_logprobs = PROTO_MAX_LOGPROBS;
+        sampling->beam_candidates = UINT32_MAX;
         sampling->n_bias = 6;
         sampling->bias_tokens = s_copy_ids (tokens, 6);
         sampling->bias_values = s_copy_floats (values, 6);
@@ -619,6 +629,15 @@ s_fill_sample (proto_msg_t *msg, proto_kind_t kind, int variant)
             msg->n = variant == 0 ? 3 : variant == 1 ? PROTO_MAX_N : 0;
             msg->best_of = variant == 0 ? 5 : variant == 1 ? PROTO_MAX_N : 0;
             msg->want_logprobs = variant != 2;
+            if (variant != 2)
+                assert_int_equal (proto_msg_set_tokens (msg, s_some_tokens, n_tokens), 0);
+            msg->use_beam_search = variant != 2;
+            msg->length_penalty = variant == 0 ? 1.5f : variant == 1 ? -FLT_MAX : 0;
+            msg->early_stopping = variant == 0 ? PROTO_EARLY_STOPPING_TRUE
+                                : variant == 1 ? PROTO_EARLY_STOPPING_NEVER
+                                : PROTO_EARLY_STOPPING_FALSE;
+            msg->include_stop_str_in_output = variant == 0;
+            msg->keep_special_tokens = variant == 1;
             const char *stops [3] = { "\n\n", s_utf8_text, "" };
             assert_int_equal (proto_msg_set_stops (msg, stops, variant == 2 ? 0 : 3), 0);
             assert_int_equal (proto_msg_set_stop_tokens (msg, s_some_tokens + 1,
@@ -655,6 +674,7 @@ s_fill_sample (proto_msg_t *msg, proto_kind_t kind, int variant)
                     "\"arguments\":\"{}\"}}]"), 0);
             msg->prompt_tokens = u32;
             msg->completion_tokens = u32 / 3;
+            msg->queue_us = u64;
             break;
         case PROTO_ERROR:
             msg->request_id = u64;
@@ -670,6 +690,10 @@ s_fill_sample (proto_msg_t *msg, proto_kind_t kind, int variant)
             msg->best_of = variant == 0 ? 4 : variant == 1 ? PROTO_MAX_N : 0;
             if (variant == 1)
                 msg->sampling.temperature = FLT_MIN / 4;        //  denormal
+            msg->use_beam_search = variant == 0;
+            msg->length_penalty = variant == 0 ? 0.5f : variant == 1 ? INFINITY : 0;
+            msg->early_stopping = variant == 1 ? PROTO_EARLY_STOPPING_NEVER
+                                : PROTO_EARLY_STOPPING_FALSE;
             assert_int_equal (proto_msg_set_stop_tokens (msg, s_some_tokens + 3,
                                                          variant == 2 ? 0 : 2), 0);
             break;
@@ -691,6 +715,7 @@ s_fill_sample (proto_msg_t *msg, proto_kind_t kind, int variant)
             assert_int_equal (proto_msg_set_tokens (msg, s_some_tokens, n_tokens), 0);
             msg->finish = variant == 1 ? PROTO_FINISH_STOP : PROTO_FINISH_NONE;
             msg->prompt_tokens = u32;
+            msg->queue_us = u64;
             break;
         case PROTO_HELLO:
             msg->version = variant == 0 ? PROTO_VERSION : u32;
@@ -737,6 +762,8 @@ s_fill_sample (proto_msg_t *msg, proto_kind_t kind, int variant)
                         s_fill_sampling (&seq->sampling, variant);
                         seq->n_masked = 2;
                         seq->masked_tokens = s_copy_ids (s_some_tokens + 8, 2);
+                        seq->n_history = variant == 1 ? S_N_SOME : 3;
+                        seq->history = s_copy_ids (s_some_tokens, seq->n_history);
                     }
                 }
             }
@@ -1875,7 +1902,7 @@ test_encode_refuses_counts_over_limits (void **state)
     msg.n_frees = 1;
     assert_null (proto_encode (&msg));
 
-    //  STEP_RESULT: top over PROTO_MAX_LOGPROBS, or without its arrays
+    //  STEP_RESULT: top over PROTO_MAX_BEAM_CANDIDATES, or without its arrays
     proto_step_out_t out;
     memset (&out, 0, sizeof (out));
     memset (&msg, 0, sizeof (msg));
@@ -1884,11 +1911,11 @@ test_encode_refuses_counts_over_limits (void **state)
     msg.n_outs = 1;
     out.top_tokens = ids;
     out.top_logprobs = values;
-    out.n_top = PROTO_MAX_LOGPROBS;
+    out.n_top = PROTO_MAX_BEAM_CANDIDATES;
     frame = proto_encode (&msg);
     assert_non_null (frame);
     zframe_destroy (&frame);
-    out.n_top = PROTO_MAX_LOGPROBS + 1;
+    out.n_top = PROTO_MAX_BEAM_CANDIDATES + 1;
     assert_null (proto_encode (&msg));
     out.n_top = UINT32_MAX;
     assert_null (proto_encode (&msg));
@@ -2833,13 +2860,13 @@ test_unknown_fields_skipped (void **state)
 }
 
 //  A version 1 peer's fields (top-level temperature and seed, n_slots, a seq's slot)
-//  are not version 2's: they are skipped, and HELLO still tells the version, so that
-//  the scheduler can refuse the worker with a reason.
+//  are not read since version 2: they are skipped, and HELLO still tells the version,
+//  so that the scheduler can refuse the worker with a reason.
 static void
 test_version_1_fields_are_not_read (void **state)
 {
     (void) state;
-    assert_int_equal (PROTO_VERSION, 2);
+    assert_int_equal (PROTO_VERSION, 3);
     s_writer_t writer;
     proto_msg_t msg;
 
@@ -2990,24 +3017,24 @@ test_lying_headers_and_limits (void **state)
     s_writer_expect_error (&writer, "GENERATE: field 'sampling.logit_bias': "
                            "array of 4294967295 elements is over the limit of 1024");
 
-    //  top: PROTO_MAX_LOGPROBS pairs decode, one more is refused
-    for (uint32_t count = PROTO_MAX_LOGPROBS; count <= PROTO_MAX_LOGPROBS + 1; count++) {
+    //  top: PROTO_MAX_BEAM_CANDIDATES pairs decode, one more is refused
+    for (uint32_t count = PROTO_MAX_BEAM_CANDIDATES; count <= PROTO_MAX_BEAM_CANDIDATES + 1; count++) {
         s_writer_start_step_result (&writer, 1);
         s_writer_start_out (&writer, 4, 1);
         s_writer_key (&writer, "top");
         msgpack_pack_array (&writer.packer, count);
         for (uint32_t index = 0; index < count; index++)
             s_writer_pair (&writer, index, -(float) index);
-        if (count == PROTO_MAX_LOGPROBS) {
+        if (count == PROTO_MAX_BEAM_CANDIDATES) {
             s_writer_expect_ok (&writer, &msg);
-            assert_int_equal (msg.outs [0].n_top, PROTO_MAX_LOGPROBS);
-            assert_true (msg.outs [0].top_logprobs [PROTO_MAX_LOGPROBS - 1]
-                         == -(float) (PROTO_MAX_LOGPROBS - 1));
+            assert_int_equal (msg.outs [0].n_top, PROTO_MAX_BEAM_CANDIDATES);
+            assert_true (msg.outs [0].top_logprobs [PROTO_MAX_BEAM_CANDIDATES - 1]
+                         == -(float) (PROTO_MAX_BEAM_CANDIDATES - 1));
             proto_msg_reset (&msg);
         }
         else
             s_writer_expect_error (&writer, "STEP_RESULT: field 'outs[0].top': "
-                                   "array of 21 elements is over the limit of 20");
+                                   "array of 257 elements is over the limit of 256");
     }
 
     //  Text one byte over the limit
@@ -3577,7 +3604,7 @@ test_dealer_router (void **state)
     assert_int_equal (proto_send (&invalid, dealer), -1);
     assert_int_equal (errno, EINVAL);
     invalid.kind = PROTO_STEP_RESULT;
-    proto_step_out_t out = { .seq_id = 1, .n_top = PROTO_MAX_LOGPROBS + 1 };
+    proto_step_out_t out = { .seq_id = 1, .n_top = PROTO_MAX_BEAM_CANDIDATES + 1 };
     invalid.outs = &out;
     invalid.n_outs = 1;
     errno = 0;
