@@ -1215,3 +1215,31 @@ sampler_top_logprobs (sampler_t *self, const float *logits, sampler_logprob_t *t
         top [index].logprob = s_log_softmax (self->candidates [index].value, max, log_sum);
     }
 }
+
+uint32_t
+sampler_beam_candidates (sampler_t *self, const sampler_seq_t *seq, const float *logits,
+                         sampler_logprob_t *top, uint32_t n_top)
+{
+    uint32_t n_vocab = self->n_vocab;
+    if (n_top > n_vocab)
+        n_top = n_vocab;
+    if (n_top == 0)
+        return 0;
+    const float *values = logits;
+    if (seq && seq->n_vocab == n_vocab && s_seq_changes_logits (seq)) {
+        memcpy (self->values, logits, n_vocab * sizeof (float));
+        s_apply_seq (self, seq, self->values);
+        values = self->values;
+    }
+    uint32_t best = s_argmax (values, n_vocab);
+    float max = best != SAMPLER_NO_TOKEN? values [best]: NAN;
+    if (!isfinite (max))
+        return 0;                           //  nothing possible, or an infinite logit
+    double log_sum = log (s_sum_exp (values, n_vocab, max));
+    uint32_t found = s_select_top (values, n_vocab, n_top, true, self->candidates);
+    for (uint32_t index = 0; index < found; index++) {
+        top [index].token = self->candidates [index].token;
+        top [index].logprob = s_log_softmax (self->candidates [index].value, max, log_sum);
+    }
+    return found;
+}

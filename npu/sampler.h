@@ -27,7 +27,8 @@
     that is preempted and recomputed draws the same tokens again.
 
     Log-probabilities (the chosen token's and the top ones) are those of the model's own
-    distribution, log softmax (logits) before any of the steps above, as OpenAI reports.
+    distribution, log softmax (logits) before any of the steps above, as OpenAI reports;
+    beam search ranks by the processed distribution instead (sampler_beam_candidates).
 
     NaN logits are never chosen; a logit of -infinity has probability 0. When nothing is
     left to choose (every logit NaN or -infinity after the steps above), the draw falls
@@ -123,5 +124,14 @@ uint32_t
 void
     sampler_top_logprobs (sampler_t *self, const float *logits, sampler_logprob_t *top,
                           uint32_t n_top);
+
+//  Beam search's candidates: the n_top most likely tokens of seq's processed
+//  distribution, log softmax of the logits after logit_bias, the min_tokens mask and
+//  the penalties (no temperature, top_k, top_p or min_p), most likely first (the lower
+//  id first on a tie), into top. Tokens of probability 0 (-infinity) or NaN are left
+//  out. Returns how many were written (fewer than n_top when fewer are possible).
+uint32_t
+    sampler_beam_candidates (sampler_t *self, const sampler_seq_t *seq,
+                             const float *logits, sampler_logprob_t *top, uint32_t n_top);
 
 #endif

@@ -32,6 +32,7 @@ typedef struct {
     uint64_t seq_id;                //  the key in engine_t.seqs
     sampler_seq_t *sampler;
     uint32_t n_logprobs;            //  top log-probabilities wanted per token
+    uint32_t beam_candidates;       //  beam search: candidates wanted per token (0: off)
 } engine_seq_t;
 
 typedef struct {
@@ -83,6 +84,7 @@ s_engine_start_seq (engine_t *self, const proto_step_seq_t *step_seq, char *err,
     }
     seq->seq_id = step_seq->seq_id;
     seq->n_logprobs = sampling->n_logprobs;
+    seq->beam_candidates = sampling->beam_candidates;
     char reason [200];
     seq->sampler = sampler_seq_new (&params, model_config (self->model)->n_vocab, reason,
                                     sizeof reason);
@@ -101,22 +103,35 @@ s_engine_start_seq (engine_t *self, const proto_step_seq_t *step_seq, char *err,
     return 0;
 }
 
-//  Tell the sequence's sampler about the step's new tokens: those before n_prompt are
-//  the prompt, the others were generated (and sampled in earlier steps).
+//  Tell the sequence's sampler about n tokens at positions pos .. pos+n-1: those before
+//  n_prompt are the prompt, the others were generated (and sampled in earlier steps).
+static int
+s_engine_feed_tokens (engine_seq_t *seq, const uint32_t *tokens, uint32_t n, uint32_t pos,
+                      uint32_t n_prompt)
+{
+    uint32_t n_prompt_tokens = 0;
+    if (pos < n_prompt) {
+        n_prompt_tokens = n_prompt - pos;
+        if (n_prompt_tokens > n)
+            n_prompt_tokens = n;
+    }
+    if (sampler_seq_add_prompt (seq->sampler, tokens, n_prompt_tokens) != 0
+    ||  sampler_seq_add_outputs (seq->sampler, tokens + n_prompt_tokens,
+                                 n - n_prompt_tokens) != 0)
+        return -1;
+    return 0;
+}
+
+//  The step's new tokens; on a sequence's first step, first the history before them.
 static int
 s_engine_feed (engine_seq_t *seq, const proto_step_seq_t *step_seq)
 {
-    uint32_t n_prompt_tokens = 0;
-    if (step_seq->pos < step_seq->n_prompt) {
-        n_prompt_tokens = step_seq->n_prompt - step_seq->pos;
-        if (n_prompt_tokens > step_seq->n_tokens)
-            n_prompt_tokens = step_seq->n_tokens;
-    }
-    if (sampler_seq_add_prompt (seq->sampler, step_seq->tokens, n_prompt_tokens) != 0
-    ||  sampler_seq_add_outputs (seq->sampler, step_seq->tokens + n_prompt_tokens,
-                                 step_seq->n_tokens - n_prompt_tokens) != 0)
+    if (step_seq->first
+    &&  s_engine_feed_tokens (seq, step_seq->history, step_seq->n_history, 0,
+                              step_seq->n_prompt) != 0)
         return -1;
-    return 0;
+    return s_engine_feed_tokens (seq, step_seq->tokens, step_seq->n_tokens, step_seq->pos,
+                                 step_seq->n_prompt);
 }
 
 //  Make the step's bookkeeping happen (copies, frees, new sequences), then run every
@@ -170,6 +185,13 @@ s_engine_step (engine_t *self, const proto_msg_t *step, proto_msg_t *result)
     uint32_t n_samples = 0;
     for (uint32_t i = 0; i < step->n_seqs; i++) {
         const proto_step_seq_t *step_seq = &step->seqs [i];
+        if (step_seq->first && step_seq->n_history != step_seq->pos) {
+            snprintf (err, sizeof err, "sequence %" PRIu64 " starts at position %u with "
+                      "%u tokens of history (they must be equal)", step_seq->seq_id,
+                      step_seq->pos, step_seq->n_history);
+            proto_msg_set_text (result, err);
+            return;
+        }
         if (step_seq->first && s_engine_start_seq (self, step_seq, err, sizeof err) != 0) {
             proto_msg_set_text (result, err);
             return;
@@ -226,15 +248,24 @@ s_engine_step (engine_t *self, const proto_msg_t *step, proto_msg_t *result)
         out->token = sampler_sample (self->sampler, seq->sampler, row_logits, &out->logprob);
         row++;
         result->n_outs = row;
-        uint32_t n_top = seq->n_logprobs;
-        if (n_top > PROTO_MAX_LOGPROBS)
-            n_top = PROTO_MAX_LOGPROBS;
+        //  Beam search's candidates, or the top log-probabilities asked for.
+        uint32_t n_top = seq->beam_candidates > 0? seq->beam_candidates: seq->n_logprobs;
+        uint32_t most = seq->beam_candidates > 0? PROTO_MAX_BEAM_CANDIDATES
+                                                : PROTO_MAX_LOGPROBS;
+        if (n_top > most)
+            n_top = most;
         if (n_top > n_vocab)
             n_top = n_vocab;
         if (n_top == 0)
             continue;
-        sampler_logprob_t top [PROTO_MAX_LOGPROBS];
-        sampler_top_logprobs (self->sampler, row_logits, top, n_top);
+        sampler_logprob_t top [PROTO_MAX_BEAM_CANDIDATES];
+        if (seq->beam_candidates > 0)
+            n_top = sampler_beam_candidates (self->sampler, seq->sampler, row_logits, top,
+                                             n_top);
+        else
+            sampler_top_logprobs (self->sampler, row_logits, top, n_top);
+        if (n_top == 0)
+            continue;
         out->top_tokens = (uint32_t *) malloc (n_top * sizeof (uint32_t));
         out->top_logprobs = (float *) malloc (n_top * sizeof (float));
         if (!out->top_tokens || !out->top_logprobs) {

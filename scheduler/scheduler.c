@@ -661,6 +661,8 @@ s_plan_sequence (step_builder_t *builder, worker_t *worker, request_t *request,
     seq->sample = end == request->n_tokens;
     if (!request->started) {
         seq->first = true;
+        seq->history = request->tokens;
+        seq->n_history = request->n_computed;
         seq->sampling = request->sampling;
         if (request->sampling.min_tokens > 0) {
             seq->masked_tokens = request->stop_tokens;

@@ -1529,6 +1529,104 @@ test_top_logprobs (void **state)
     }
 }
 
+//  Beam search's candidates: the processed distribution's most likely tokens (bias, mask
+//  and penalties applied; impossible tokens left out), against the reference values and a
+//  full sort, on random cases through one shared sampler.
+static void
+test_beam_candidates (void **state)
+{
+    (void) state;
+    //  By hand: a bias lifts token 0 over the others, a mask removes token 1.
+    const float logits [5] = { 1.0f, 3.0f, 2.0f, 2.0f, -INFINITY };
+    uint32_t bias_token = 0, masked = 1;
+    float bias = 5.0f;
+    sampler_params_t params = { .bias_tokens = &bias_token, .bias_values = &bias,
+                                .n_bias = 1, .masked_tokens = &masked, .n_masked = 1,
+                                .min_tokens = 2 };
+    sampler_t *sampler = sampler_new (5);
+    sampler_seq_t *seq = test_seq (&params, 5, NULL, 0, NULL, 0);
+    sampler_logprob_t top [5];
+    assert_int_equal (sampler_beam_candidates (sampler, seq, logits, top, 5), 3);
+    double log_sum = log (exp (6.0) + 2 * exp (2.0));
+    assert_int_equal (top [0].token, 0);
+    assert_int_equal (top [1].token, 2);
+    assert_int_equal (top [2].token, 3);
+    test_assert_logprob (top [0].logprob, 6.0 - log_sum);
+    test_assert_logprob (top [2].logprob, 2.0 - log_sum);
+    //  Once min_tokens are generated the mask is gone: token 1 is back.
+    uint32_t outputs [2] = { 2, 2 };
+    assert_int_equal (sampler_seq_add_outputs (seq, outputs, 2), 0);
+    assert_int_equal (sampler_beam_candidates (sampler, seq, logits, top, 2), 2);
+    assert_int_equal (top [1].token, 1);
+    assert_int_equal (sampler_beam_candidates (sampler, seq, logits, top, 0), 0);
+    sampler_seq_destroy (&seq);
+    sampler_destroy (&sampler);
+
+    sampler_rng_t rng;
+    sampler_rng_seed (&rng, 4242);
+    const uint32_t sizes [] = { 1, 3, 64, 1000, 5000 };
+    int compared = 0;
+    for (size_t size = 0; size < sizeof sizes / sizeof sizes [0]; size++) {
+        uint32_t n = sizes [size];
+        sampler = sampler_new (n);
+        float *random = (float *) malloc (n * sizeof (float));
+        float *values = (float *) malloc (n * sizeof (float));
+        ref_entry_t *sorted = (ref_entry_t *) malloc (n * sizeof (ref_entry_t));
+        sampler_logprob_t *got = (sampler_logprob_t *) malloc (256 * sizeof *got);
+        uint32_t prompt [64], history [40], bias_tokens [8], mask [4];
+        float bias_values [8];
+        for (int trial = 0; trial < 120; trial++) {
+            test_random_logits (&rng, random, n, trial);
+            for (uint32_t index = 0; index < n; index++)
+                if (isnan (random [index]))
+                    random [index] = -INFINITY;     //  a model's logits have no NaN
+            ref_case_t c = { 0 };
+            c.logits = random;
+            c.n_vocab = n;
+            test_random_params (&rng, n, &c.params, bias_tokens, bias_values, mask);
+            c.n_prompt = test_below (&rng, 64);
+            c.n_outputs = test_below (&rng, 40);
+            for (uint32_t index = 0; index < c.n_prompt; index++)
+                prompt [index] = test_below (&rng, n);
+            for (uint32_t index = 0; index < c.n_outputs; index++)
+                history [index] = test_below (&rng, n);
+            c.prompt = prompt;
+            c.outputs = history;
+            seq = test_seq (&c.params, n, prompt, c.n_prompt, history, c.n_outputs);
+            uint32_t n_top = 1 + test_below (&rng, 256);
+            uint32_t found = sampler_beam_candidates (sampler, seq, random, got, n_top);
+
+            ref_values (&c, values);
+            uint32_t possible = 0;
+            for (uint32_t index = 0; index < n; index++)
+                if (values [index] > -INFINITY) {
+                    sorted [possible].value = values [index];
+                    sorted [possible].token = index;
+                    possible++;
+                }
+            qsort (sorted, possible, sizeof (ref_entry_t), ref_compare);
+            uint32_t expected = possible < n_top? possible: n_top;
+            assert_int_equal (found, expected);
+            double max;
+            double log_sum = ref_log_sum (values, n, &max);
+            for (uint32_t index = 0; index < found; index++) {
+                assert_int_equal (got [index].token, sorted [index].token);
+                test_assert_logprob (got [index].logprob,
+                                     ref_log_softmax_of (sorted [index].value, max,
+                                                         log_sum));
+            }
+            sampler_seq_destroy (&seq);
+            compared++;
+        }
+        free (got);
+        free (sorted);
+        free (values);
+        free (random);
+        sampler_destroy (&sampler);
+    }
+    assert_int_equal (compared, 600);
+}
+
 //  --- Scratch --------------------------------------------------------------------------------
 
 //  The penalties leave the counts scratch at zero: a sequence sampled after one with
@@ -1586,6 +1684,7 @@ main (void)
         cmocka_unit_test (test_against_reference_flat),
         cmocka_unit_test (test_logprob_is_the_models),
         cmocka_unit_test (test_top_logprobs),
+        cmocka_unit_test (test_beam_candidates),
         cmocka_unit_test (test_counts_reset),
     };
     return cmocka_run_group_tests_name ("sampler", tests, NULL, NULL);

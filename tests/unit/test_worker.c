@@ -160,7 +160,11 @@ test_hello_then_steps (void **state)
                                     .sample = true };
     seqs [1] = (proto_step_seq_t) { .seq_id = 12, .pos = 5, .tokens = &comma, .n_tokens = 1,
                                     .blocks = blocks_c, .n_blocks = 1, .n_prompt = 5,
-                                    .first = true, .sample = true };
+                                    .first = true, .sample = true, .history = prompt,
+                                    .n_history = 5 };
+    //  12 ranks as beam search does: the processed distribution's 4 most likely tokens,
+    //  the greedy one first.
+    seqs [1].sampling.beam_candidates = 4;
     step.step_id = 2;
     step.copies = copies;
     step.n_copies = 1;
@@ -172,7 +176,10 @@ test_hello_then_steps (void **state)
     assert_true (msg.outs [0].seq_id == 10);
     assert_int_equal (msg.outs [0].token, 383);
     assert_int_equal (msg.outs [1].token, 383);
-    assert_int_equal (msg.outs [1].n_top, 0);     //  12 asked for none
+    assert_int_equal (msg.outs [1].n_top, 4);
+    assert_int_equal (msg.outs [1].top_tokens [0], 383);
+    assert_true (msg.outs [1].top_logprobs [0] == msg.outs [1].logprob);
+    assert_true (msg.outs [1].top_logprobs [3] <= msg.outs [1].top_logprobs [2]);
     step.copies = NULL;
     step.n_copies = 0;
     step.frees = NULL;
@@ -193,13 +200,18 @@ test_hello_then_steps (void **state)
     //  the pool, a token out of the vocabulary, a table too short, bad sampling.
     uint32_t far_block [] = { 1000 };
     uint32_t bad_token = 100000;
+    uint32_t history16 [16] = { 1, 403, 407, 261, 378, 432, 383, 286 };
     proto_step_seq_t bad [] = {
         { .seq_id = 20, .pos = 0, .tokens = &comma, .n_tokens = 1, .blocks = far_block,
           .n_blocks = 1, .first = true, .sample = true },
         { .seq_id = 21, .pos = 0, .tokens = &bad_token, .n_tokens = 1, .blocks = blocks_a,
           .n_blocks = 1, .first = true, .sample = true },
         { .seq_id = 22, .pos = 16, .tokens = &comma, .n_tokens = 1, .blocks = blocks_a,
-          .n_blocks = 1, .first = true, .sample = true },
+          .n_blocks = 1, .first = true, .sample = true, .history = history16,
+          .n_history = 16 },
+        //  A first step past position 0 must bring the tokens before it.
+        { .seq_id = 24, .pos = 5, .tokens = &comma, .n_tokens = 1, .blocks = blocks_a,
+          .n_blocks = 1, .n_prompt = 5, .first = true, .sample = true },
         { .seq_id = 23, .pos = 0, .tokens = &comma, .n_tokens = 1, .blocks = blocks_a,
           .n_blocks = 1, .first = true, .sample = true,
           .sampling = { .temperature = -1 } },
