@@ -232,6 +232,12 @@ beam_search_step (beam_search_t *self, const beam_t *beams, uint32_t n_beams,
 }
 
 uint32_t
+beam_search_max_length (const beam_search_t *self)
+{
+    return self? self->params.max_length: 0;
+}
+
+uint32_t
 beam_search_n_results (const beam_search_t *self)
 {
     if (!self || !self->done)

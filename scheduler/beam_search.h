@@ -108,6 +108,10 @@ uint32_t
 const beam_hypothesis_t *
     beam_search_result (const beam_search_t *self, uint32_t index);
 
+//  params.max_length.
+uint32_t
+    beam_search_max_length (const beam_search_t *self);
+
 //  The score of a hypothesis of cumulative log-probability over length tokens.
 double
     beam_search_score (double cumulative, uint32_t length, float length_penalty);

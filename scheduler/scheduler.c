@@ -43,6 +43,7 @@
     and writes, which blocks to copy first and which sequences to forget.
 */
 #include "scheduler.h"
+#include "beam_search.h"
 #include "block_manager.h"
 #include "protocol.h"
 #include "zlog.h"
@@ -70,10 +71,30 @@ typedef struct {
     proto_finish_t *finishes;       //  [size]
 } ranking_t;
 
+typedef struct _request_t request_t;
+
+//  use_beam_search: the request's live beams, best first, and the search's bookkeeping
+//  (beam_search.h). Each round, every beam computes its next position and reports its
+//  candidates; when all have, the search chooses the next beams. Shared by the beams;
+//  freed when the last of them goes.
+typedef struct {
+    beam_search_t *search;          //  made at the first round, when the context is known
+    uint32_t width;
+    uint32_t n;                     //  hypotheses that come back
+    float length_penalty;
+    proto_early_stopping_t early_stopping;
+    request_t **beams;              //  [width]: this round's beams
+    uint32_t n_beams;
+    uint32_t n_reported;            //  beams whose candidates came this round
+    uint32_t n_live;                //  request_t that point here
+    beam_child_t *children;         //  [width], scratch
+    beam_t *views;                  //  [width], scratch
+} beam_group_t;
+
 //  One sequence of a request. A request with n > 1 has n of them, with the same id and
 //  indexes 0 .. n-1: index 0 prefills the prompt, and when its prompt is computed the
-//  others fork from it (they share its blocks) and each samples its own tokens.
-typedef struct _request_t request_t;
+//  others fork from it (they share its blocks) and each samples its own tokens. A beam
+//  search request starts with one sequence and has up to width (its beams, index 0).
 struct _request_t {
     uint64_t id;                    //  the request id
     uint64_t seq_id;                //  this sequence's id on its worker
@@ -97,6 +118,14 @@ struct _request_t {
     uint32_t n_preempted;
     double logprob;                 //  cumulative, of the tokens generated
     ranking_t *ranking;             //  best_of > n: where it goes when finished
+    beam_group_t *beams;            //  use_beam_search: its group
+    bool reported;                  //  a beam: its candidates for this round came
+    uint32_t *candidate_tokens;     //  ... here, heap
+    float *candidate_logprobs;
+    uint32_t n_candidates;
+    int64_t submitted_at;           //  zclock_usecs when SUBMIT came
+    int64_t admitted_at;            //  ... when it first ran on a worker (0: not yet)
+    bool sent_tokens;               //  a TOKENS went for it (queue_us goes on the first)
 };
 
 //  What a step in flight asked for one sequence, to apply its result.
@@ -184,6 +213,7 @@ s_request_new (const proto_msg_t *submit, zframe_t *reply_to, uint32_t index,
         memcpy (self->stop_tokens, submit->stop_tokens,
                 submit->n_stop_tokens * sizeof (uint32_t));
     self->n_stop_tokens = submit->n_stop_tokens;
+    self->submitted_at = zclock_usecs ();
     return self;
 }
 
@@ -223,6 +253,53 @@ s_ranking_new (uint32_t n, uint32_t size)
 }
 
 static void
+s_beam_group_destroy (beam_group_t **self_p)
+{
+    beam_group_t *self = *self_p;
+    if (!self)
+        return;
+    beam_search_destroy (&self->search);
+    free (self->beams);
+    free (self->children);
+    free (self->views);
+    free (self);
+    *self_p = NULL;
+}
+
+static beam_group_t *
+s_beam_group_new (const proto_msg_t *submit)
+{
+    beam_group_t *self = (beam_group_t *) calloc (1, sizeof (beam_group_t));
+    if (!self)
+        return NULL;
+    uint32_t n = submit->n > 1? submit->n: 1;
+    self->width = submit->best_of > n? submit->best_of: n;
+    self->n = n;
+    self->length_penalty = submit->length_penalty;
+    self->early_stopping = submit->early_stopping;
+    self->beams = (request_t **) calloc (self->width, sizeof (request_t *));
+    self->children = (beam_child_t *) calloc (self->width, sizeof (beam_child_t));
+    self->views = (beam_t *) calloc (self->width, sizeof (beam_t));
+    if (!self->beams || !self->children || !self->views)
+        s_beam_group_destroy (&self);
+    return self;
+}
+
+//  Drop a beam's candidates (it reports again when it has computed its position again).
+static void
+s_beam_forget_candidates (request_t *self)
+{
+    if (self->reported && self->beams)
+        self->beams->n_reported--;
+    self->reported = false;
+    free (self->candidate_tokens);
+    free (self->candidate_logprobs);
+    self->candidate_tokens = NULL;
+    self->candidate_logprobs = NULL;
+    self->n_candidates = 0;
+}
+
+static void
 s_request_destroy (request_t **self_p)
 {
     request_t *self = *self_p;
@@ -233,6 +310,9 @@ s_request_destroy (request_t **self_p)
     free (self->forks);
     if (self->ranking && --self->ranking->n_live == 0)
         s_ranking_destroy (&self->ranking);
+    s_beam_forget_candidates (self);
+    if (self->beams && --self->beams->n_live == 0)
+        s_beam_group_destroy (&self->beams);
     zframe_destroy (&self->reply_to);
     free (self->tokens);
     free (self->stop_tokens);
@@ -255,6 +335,45 @@ s_request_append (request_t *self, uint32_t token)
     }
     self->tokens [self->n_tokens++] = token;
     return 0;
+}
+
+//  A new beam of parent's group with parent's tokens and seq_id, not on a worker yet.
+//  Returns NULL when out of memory.
+static request_t *
+s_beam_clone (const request_t *parent, uint64_t seq_id)
+{
+    request_t *self = (request_t *) calloc (1, sizeof (request_t));
+    if (!self)
+        return NULL;
+    self->id = parent->id;
+    self->seq_id = seq_id;
+    self->reply_to = zframe_dup (parent->reply_to);
+    self->capacity = parent->n_tokens + 16;
+    self->tokens = (uint32_t *) malloc (self->capacity * sizeof (uint32_t));
+    if (parent->n_stop_tokens)
+        self->stop_tokens = (uint32_t *) malloc (parent->n_stop_tokens * sizeof (uint32_t));
+    if (!self->reply_to || !self->tokens || (parent->n_stop_tokens && !self->stop_tokens)
+    ||  proto_sampling_copy (&self->sampling, &parent->sampling) != 0) {
+        zframe_destroy (&self->reply_to);
+        free (self->tokens);
+        free (self->stop_tokens);
+        free (self);
+        return NULL;
+    }
+    memcpy (self->tokens, parent->tokens, parent->n_tokens * sizeof (uint32_t));
+    self->n_tokens = parent->n_tokens;
+    self->n_prompt = parent->n_prompt;
+    self->max_tokens = parent->max_tokens;
+    if (parent->n_stop_tokens)
+        memcpy (self->stop_tokens, parent->stop_tokens,
+                parent->n_stop_tokens * sizeof (uint32_t));
+    self->n_stop_tokens = parent->n_stop_tokens;
+    self->logprob = parent->logprob;
+    self->submitted_at = parent->submitted_at;
+    self->admitted_at = parent->admitted_at;
+    self->beams = parent->beams;
+    self->beams->n_live++;
+    return self;
 }
 
 static bool
@@ -436,7 +555,8 @@ s_remove_sequences (scheduler_t *self, uint64_t request_id, bool one_index, uint
     uint32_t removed = 0;
     request_t *request = (request_t *) zlistx_first (self->waiting);
     while (request) {
-        if (request->id == request_id && (!one_index || request->index == index)) {
+        if (request->id == request_id && (!one_index || request->index == index)
+        &&  !(one_index && request->beams)) {
             zlistx_delete (self->waiting, zlistx_cursor (self->waiting));
             s_request_destroy (&request);
             removed++;
@@ -449,7 +569,8 @@ s_remove_sequences (scheduler_t *self, uint64_t request_id, bool one_index, uint
     while (worker) {
         request = (request_t *) zlistx_first (worker->running);
         while (request) {
-            if (request->id == request_id && (!one_index || request->index == index)) {
+            if (request->id == request_id && (!one_index || request->index == index)
+            &&  !(one_index && request->beams)) {
                 //  Its blocks are free at once: a step in flight may still write them,
                 //  but they go to another sequence only in a later step, after this
                 //  one. A token that step returns for it is dropped (its id is gone).
@@ -681,6 +802,7 @@ s_preempt (scheduler_t *self, request_t *request)
     zlog (ZLOG_INFO, ACTOR, request->id, "preempted on %s (no free KV blocks): %u tokens "
           "to recompute later", request->worker->device, request->n_tokens);
     s_release (request);
+    s_beam_forget_candidates (request);
     request->n_preempted++;
     self->preemptions++;
     zlistx_add_start (self->waiting, request);
@@ -696,6 +818,11 @@ s_plan_running (scheduler_t *self, worker_t *worker, step_builder_t *builder)
     request_t *request = (request_t *) zlistx_first (worker->running);
     while (request && builder->budget > 0) {
         uint32_t n = request->n_tokens - request->n_computed;
+        if (n == 0) {
+            //  A beam that reported: it waits for the other beams of its round.
+            request = (request_t *) zlistx_next (worker->running);
+            continue;
+        }
         if (n > builder->budget)
             n = builder->budget;
         if (s_plan_sequence (builder, worker, request, n) == 0) {
@@ -715,16 +842,43 @@ s_plan_running (scheduler_t *self, worker_t *worker, step_builder_t *builder)
     }
 }
 
+//  Whether some beam of the group runs on worker.
+static bool
+s_beam_runs_on (const beam_group_t *group, const worker_t *worker)
+{
+    for (uint32_t i = 0; i < group->n_beams; i++)
+        if (group->beams [i]->worker == worker)
+            return true;
+    return false;
+}
+
+//  Whether a beam of the group may run on worker: all beams of a request run on one
+//  worker (they share blocks), one whose context holds the search's longest sequence.
+static bool
+s_beam_may_run_on (const beam_group_t *group, const worker_t *worker)
+{
+    for (uint32_t i = 0; i < group->n_beams; i++)
+        if (group->beams [i]->worker && group->beams [i]->worker != worker)
+            return false;
+    return !group->search || worker->n_ctx + 1 >= beam_search_max_length (group->search);
+}
+
 //  Waiting requests, first come first served, while there is budget, a sequence to
 //  spare and free blocks for the whole (remaining) prompt.
 static void
 s_admit_waiting (scheduler_t *self, worker_t *worker, step_builder_t *builder)
 {
     request_t *request = (request_t *) zlistx_first (self->waiting);
-    while (request && builder->budget > 0
-       &&  zlistx_size (worker->running) < self->max_num_seqs) {
+    while (request && builder->budget > 0) {
+        //  A beam whose round has begun here joins its beams even past the cap (as
+        //  forks do): they cannot go on without it.
+        bool joins_its_beams = request->beams && s_beam_runs_on (request->beams, worker);
+        if (zlistx_size (worker->running) >= self->max_num_seqs && !joins_its_beams)
+            break;
         if (request->n_tokens > worker->n_ctx)
             break;                  //  it waits for a worker with a longer context
+        if (request->beams && !s_beam_may_run_on (request->beams, worker))
+            break;                  //  it waits for the worker that has its other beams
         //  The prompt's leading blocks may be cached: at least one token is computed,
         //  for the logits.
         request->n_computed = block_manager_match_prefix (
@@ -749,6 +903,8 @@ s_admit_waiting (scheduler_t *self, worker_t *worker, step_builder_t *builder)
         //  Counted once, when admitted (not each time the head waits for blocks).
         block_manager_count_prefix_query (worker->blocks, request->n_tokens,
                                           request->n_computed);
+        if (request->admitted_at == 0)
+            request->admitted_at = zclock_usecs ();
         zlistx_delete (self->waiting, zlistx_cursor (self->waiting));
         zlistx_add_end (worker->running, request);
         zhashx_insert (worker->by_id, &request->seq_id, request);
@@ -757,6 +913,47 @@ s_admit_waiting (scheduler_t *self, worker_t *worker, step_builder_t *builder)
               worker->device, request->n_computed, request->n_tokens);
         request = (request_t *) zlistx_first (self->waiting);
     }
+}
+
+//  Nothing could be planned on a worker that runs sequences: they are all beams that
+//  wait for a beam of their round, which waits in the queue for blocks they hold.
+//  Nothing else will free those blocks. When beams of other requests hold some, the
+//  newest of those requests yields: its beams go to the end of the queue, to be
+//  recomputed later. When the head's own beams hold them all, the pool cannot hold
+//  that request's beams at once: it fails.
+static void
+s_unstick_beams (scheduler_t *self, worker_t *worker)
+{
+    request_t *head = (request_t *) zlistx_first (self->waiting);
+    if (!head || !head->beams || !s_beam_runs_on (head->beams, worker))
+        return;
+    request_t *other = (request_t *) zlistx_last (worker->running);
+    while (other && other->id == head->id)
+        other = (request_t *) zlistx_prev (worker->running);
+    if (!other) {
+        char message [256];
+        snprintf (message, sizeof message, "the KV cache of worker %s cannot hold the %u "
+                  "beams of this request at once", worker->device, head->beams->n_beams);
+        s_fail_request (self, head, 503, message);
+        return;
+    }
+    uint64_t yielding = other->id;
+    zlog (ZLOG_INFO, ACTOR, yielding, "its beams yield their KV blocks on %s to request "
+          "%016" PRIx64 " and wait at the end of the queue", worker->device, head->id);
+    request_t *request = (request_t *) zlistx_first (worker->running);
+    while (request) {
+        if (request->id != yielding) {
+            request = (request_t *) zlistx_next (worker->running);
+            continue;
+        }
+        s_release (request);
+        s_beam_forget_candidates (request);
+        request->n_preempted++;
+        self->preemptions++;
+        zlistx_add_end (self->waiting, request);
+        request = (request_t *) zlistx_first (worker->running);
+    }
+    self->status_changed = true;
 }
 
 //  Build and send the next step of an idle worker. Returns -1 when sending dropped
@@ -768,6 +965,8 @@ s_step_worker (scheduler_t *self, worker_t *worker)
     builder.budget = self->max_num_batched_tokens;
     s_plan_running (self, worker, &builder);
     s_admit_waiting (self, worker, &builder);
+    if (builder.n_seqs == 0 && zlistx_size (worker->running) > 0)
+        s_unstick_beams (self, worker);
     if (builder.n_seqs == 0 && worker->n_frees == 0) {
         s_builder_reset (&builder);
         return 0;
@@ -847,6 +1046,66 @@ s_schedule (scheduler_t *self)
 
 //  --- Handlers ---------------------------------------------------------------------------
 
+//  Whether the request can be queued: a worker exists and its prompt fits. Otherwise
+//  it gets its ERROR here, and the caller destroys it.
+static bool
+s_accept_request (scheduler_t *self, request_t *request)
+{
+    if (zlistx_size (self->workers) == 0) {
+        s_send_error (self, request, 503, "no worker is available to run this request");
+        return false;
+    }
+    char message [256];
+    if (s_check_fits (self, request, message, sizeof message)) {
+        s_send_error (self, request, 400, message);
+        return false;
+    }
+    return true;
+}
+
+static void
+s_send_out_of_memory (scheduler_t *self, uint64_t request_id, zframe_t *reply_to)
+{
+    proto_msg_t error = PROTO_MSG_INIT;
+    error.kind = PROTO_ERROR;
+    error.request_id = request_id;
+    error.status = 500;
+    error.text = (char *) "out of memory";
+    s_send_to_tokenizer (self, &error, reply_to);
+}
+
+//  use_beam_search: one sequence, the first beam, that ranks the processed distribution
+//  greedily (no temperature, top_k, top_p nor min_p) and asks for 2 x width candidates.
+static void
+s_submit_beam_search (scheduler_t *self, proto_msg_t *msg, zframe_t *reply_to)
+{
+    beam_group_t *group = s_beam_group_new (msg);
+    request_t *request = group? s_request_new (msg, reply_to, 0, msg->request_id): NULL;
+    if (!request) {
+        s_beam_group_destroy (&group);
+        s_send_out_of_memory (self, msg->request_id, reply_to);
+        return;
+    }
+    request->beams = group;
+    group->n_live = 1;
+    group->beams [0] = request;
+    group->n_beams = 1;
+    request->sampling.temperature = 0;
+    request->sampling.top_k = 0;
+    request->sampling.top_p = 1;
+    request->sampling.min_p = 0;
+    request->sampling.n_logprobs = 0;
+    request->sampling.beam_candidates = 2 * group->width;
+    if (!s_accept_request (self, request)) {
+        s_request_destroy (&request);
+        return;
+    }
+    zlistx_add_end (self->waiting, request);
+    self->status_changed = true;
+    zlog (ZLOG_DEBUG, ACTOR, request->id, "queued: %u prompt tokens, max_tokens %u, beam "
+          "search of width %u", request->n_prompt, request->max_tokens, group->width);
+}
+
 static void
 s_handle_submit (scheduler_t *self, proto_msg_t *msg, zframe_t *reply_to)
 {
@@ -859,6 +1118,10 @@ s_handle_submit (scheduler_t *self, proto_msg_t *msg, zframe_t *reply_to)
     //  set, which no request has.
     uint32_t n = msg->n > 1? msg->n: 1;
     uint32_t size = msg->best_of > n? msg->best_of: n;
+    if (msg->use_beam_search) {
+        s_submit_beam_search (self, msg, reply_to);
+        return;
+    }
     ranking_t *ranking = size > n? s_ranking_new (n, size): NULL;
     request_t *request = (size == n || ranking)
                        ? s_request_new (msg, reply_to, 0, msg->request_id): NULL;
@@ -886,22 +1149,10 @@ s_handle_submit (scheduler_t *self, proto_msg_t *msg, zframe_t *reply_to)
             s_request_destroy (&request);
     }
     if (!request) {
-        proto_msg_t error = PROTO_MSG_INIT;
-        error.kind = PROTO_ERROR;
-        error.request_id = msg->request_id;
-        error.status = 500;
-        error.text = (char *) "out of memory";
-        s_send_to_tokenizer (self, &error, reply_to);
+        s_send_out_of_memory (self, msg->request_id, reply_to);
         return;
     }
-    if (zlistx_size (self->workers) == 0) {
-        s_send_error (self, request, 503, "no worker is available to run this request");
-        s_request_destroy (&request);
-        return;
-    }
-    char message [256];
-    if (s_check_fits (self, request, message, sizeof message)) {
-        s_send_error (self, request, 400, message);
+    if (!s_accept_request (self, request)) {
         s_request_destroy (&request);
         return;
     }
@@ -935,6 +1186,7 @@ s_start_forks (scheduler_t *self, worker_t *worker, request_t *parent)
             return -1;
         fork->n_computed = fork->n_prompt - 1;
         fork->worker = worker;
+        fork->admitted_at = parent->admitted_at;
         parent->forks [i] = NULL;
         zlistx_add_end (worker->running, fork);
         zhashx_insert (worker->by_id, &fork->seq_id, fork);
@@ -946,8 +1198,18 @@ s_start_forks (scheduler_t *self, worker_t *worker, request_t *parent)
     return 0;
 }
 
-//  A sampled token for a running request: append it, tell the tokenizer, end the
-//  request when it is finished.
+//  The request's queue time, for its first TOKENS (index 0's first); 0 afterwards.
+static uint64_t
+s_queue_us (request_t *request)
+{
+    if (request->sent_tokens || request->index != 0)
+        return 0;
+    request->sent_tokens = true;
+    if (request->admitted_at <= request->submitted_at)
+        return 0;
+    return (uint64_t) (request->admitted_at - request->submitted_at);
+}
+
 //  best_of > n: a sequence finished. Keep what it generated; when all have, send the n
 //  with the highest cumulative log-probability, best first, as indexes 0 .. n-1 (each
 //  whole, in one TOKENS). Returns 0, or -1 when out of memory.
@@ -987,6 +1249,8 @@ s_rank_finished (scheduler_t *self, request_t *request, proto_finish_t finish)
         tokens.n_tokens = ranking->n_outputs [best];
         tokens.finish = ranking->finishes [best];
         tokens.prompt_tokens = request->n_prompt;
+        if (rank == 0 && request->admitted_at > request->submitted_at)
+            tokens.queue_us = (uint64_t) (request->admitted_at - request->submitted_at);
         s_send_to_tokenizer (self, &tokens, request->reply_to);
     }
     free (taken);
@@ -995,10 +1259,185 @@ s_rank_finished (scheduler_t *self, request_t *request, proto_finish_t finish)
     return 0;
 }
 
+//  --- Beam search ---
+//
+//  A beam that computed its position reports its candidates (the worker's top tokens
+//  of the processed distribution) and waits; when every beam of the round has, the
+//  search decides: each chosen child continues its parent's sequence, the first child
+//  of a parent in the parent itself, the others in forks of it (sharing its blocks
+//  copy-on-write); parents without a child are freed. When the search is over, the n
+//  best hypotheses go to the tokenizer, best first, each whole.
+
+//  The search is over: send the results, then take every beam away.
+static void
+s_beam_finish (scheduler_t *self, request_t *request)
+{
+    beam_group_t *group = request->beams;
+    uint64_t request_id = request->id;
+    zframe_t *reply_to = zframe_dup (request->reply_to);
+    uint64_t queue_us = request->admitted_at > request->submitted_at
+                      ? (uint64_t) (request->admitted_at - request->submitted_at): 0;
+    uint32_t n_results = beam_search_n_results (group->search);
+    if (n_results < group->n)
+        zlog (ZLOG_WARN, ACTOR, request_id, "beam search found only %u hypotheses of the "
+              "%u asked for; the others come back empty", n_results, group->n);
+    for (uint32_t rank = 0; rank < group->n; rank++) {
+        const beam_hypothesis_t *hypothesis = beam_search_result (group->search, rank);
+        proto_msg_t tokens = PROTO_MSG_INIT;
+        tokens.kind = PROTO_TOKENS;
+        tokens.request_id = request_id;
+        tokens.index = rank;
+        tokens.tokens = hypothesis? hypothesis->tokens: NULL;
+        tokens.n_tokens = hypothesis? hypothesis->n_tokens: 0;
+        tokens.finish = hypothesis? hypothesis->finish: PROTO_FINISH_LENGTH;
+        tokens.prompt_tokens = request->n_prompt;
+        tokens.queue_us = rank == 0? queue_us: 0;
+        s_send_to_tokenizer (self, &tokens, reply_to);     //  borrowed: not reset
+    }
+    zlog (ZLOG_INFO, ACTOR, request_id, "beam search of width %u finished: %u prompt "
+          "tokens, the best %u hypotheses sent", group->width, request->n_prompt, group->n);
+    zframe_destroy (&reply_to);
+    s_remove_request (self, request_id);
+}
+
+//  Every beam of the round reported: choose the next beams. Returns 0, or -1 when out
+//  of memory (the caller fails the request).
+static int
+s_beam_advance (scheduler_t *self, worker_t *worker, beam_group_t *group)
+{
+    request_t *first = group->beams [0];
+    if (!group->search) {
+        uint32_t max_length = worker->n_ctx;
+        if (first->max_tokens && first->n_prompt + first->max_tokens < max_length)
+            max_length = first->n_prompt + first->max_tokens;
+        if (max_length <= first->n_prompt)
+            max_length = first->n_prompt + 1;
+        beam_search_params_t params = {
+            .width = group->width, .n = group->n, .length_penalty = group->length_penalty,
+            .early_stopping = group->early_stopping, .n_prompt = first->n_prompt,
+            .max_length = max_length, .stop_tokens = first->stop_tokens,
+            .n_stop_tokens = first->n_stop_tokens
+        };
+        group->search = beam_search_new (&params);
+        if (!group->search)
+            return -1;
+    }
+    for (uint32_t i = 0; i < group->n_beams; i++) {
+        request_t *beam = group->beams [i];
+        group->views [i] = (beam_t) {
+            .tokens = beam->tokens + beam->n_prompt,
+            .n_tokens = beam->n_tokens - beam->n_prompt,
+            .cumulative = beam->logprob,
+            .candidate_tokens = beam->candidate_tokens,
+            .candidate_logprobs = beam->candidate_logprobs,
+            .n_candidates = beam->n_candidates
+        };
+    }
+    uint32_t n_children = 0;
+    bool done = false;
+    if (beam_search_step (group->search, group->views, group->n_beams, group->children,
+                          &n_children, &done) != 0)
+        return -1;
+    if (done) {
+        s_beam_finish (self, first);
+        return 0;
+    }
+    //  The children: forks first (from each parent's sequence as it is), then each
+    //  used parent takes its own first child's token.
+    request_t *next [group->width];
+    uint32_t first_child_of [group->n_beams];
+    for (uint32_t i = 0; i < group->n_beams; i++)
+        first_child_of [i] = UINT32_MAX;
+    for (uint32_t c = 0; c < n_children; c++) {
+        uint32_t parent_index = group->children [c].parent;
+        request_t *parent = group->beams [parent_index];
+        if (first_child_of [parent_index] == UINT32_MAX) {
+            first_child_of [parent_index] = c;
+            next [c] = parent;
+            continue;
+        }
+        uint64_t fork_id = (PROTO_MAX_REQUEST_ID + 1) | self->next_fork_id++;
+        request_t *fork = s_beam_clone (parent, fork_id);
+        if (!fork)
+            return -1;
+        if (block_manager_fork (worker->blocks, &parent->table, &fork->table) != 0
+        ||  s_request_append (fork, group->children [c].token) != 0) {
+            s_request_destroy (&fork);
+            return -1;
+        }
+        fork->logprob = group->children [c].cumulative;
+        fork->n_computed = parent->n_computed;
+        fork->worker = worker;
+        zlistx_add_end (worker->running, fork);
+        zhashx_insert (worker->by_id, &fork->seq_id, fork);
+        next [c] = fork;
+    }
+    for (uint32_t i = 0; i < group->n_beams; i++) {
+        request_t *parent = group->beams [i];
+        s_beam_forget_candidates (parent);
+        if (first_child_of [i] == UINT32_MAX) {
+            s_release (parent);
+            s_request_destroy (&parent);
+            continue;
+        }
+        const beam_child_t *child = &group->children [first_child_of [i]];
+        if (s_request_append (parent, child->token) != 0)
+            return -1;
+        parent->logprob = child->cumulative;
+    }
+    memcpy (group->beams, next, n_children * sizeof (request_t *));
+    group->n_beams = n_children;
+    group->n_reported = 0;
+    self->status_changed = true;
+    return 0;
+}
+
+//  A beam computed its position: keep its candidates; the last of the round advances
+//  the search.
+static void
+s_beam_report (scheduler_t *self, worker_t *worker, request_t *request,
+               const proto_step_out_t *out)
+{
+    beam_group_t *group = request->beams;
+    s_beam_forget_candidates (request);
+    if (out->n_top > 0) {
+        request->candidate_tokens = (uint32_t *) malloc (out->n_top * sizeof (uint32_t));
+        request->candidate_logprobs = (float *) malloc (out->n_top * sizeof (float));
+        if (!request->candidate_tokens || !request->candidate_logprobs) {
+            s_fail_request (self, request, 500, "out of memory");
+            return;
+        }
+        memcpy (request->candidate_tokens, out->top_tokens, out->n_top * sizeof (uint32_t));
+        memcpy (request->candidate_logprobs, out->top_logprobs, out->n_top * sizeof (float));
+        request->n_candidates = out->n_top;
+    }
+    request->reported = true;
+    group->n_reported++;
+    if (group->n_reported < group->n_beams)
+        return;
+    //  Advancing may free this beam: fail the request by its id.
+    uint64_t request_id = request->id;
+    zframe_t *reply_to = zframe_dup (request->reply_to);
+    if (s_beam_advance (self, worker, group) != 0) {
+        proto_msg_t error = PROTO_MSG_INIT;
+        error.kind = PROTO_ERROR;
+        error.request_id = request_id;
+        error.status = 500;
+        error.text = (char *) "out of memory";
+        s_send_to_tokenizer (self, &error, reply_to);
+        s_remove_request (self, request_id);
+    }
+    zframe_destroy (&reply_to);
+}
+
 static void
 s_handle_token (scheduler_t *self, worker_t *worker, request_t *request,
                 const proto_step_out_t *out)
 {
+    if (request->beams) {
+        s_beam_report (self, worker, request, out);
+        return;
+    }
     uint32_t token = out->token;
     float logprob = out->logprob;
     if ((request->n_forks > 0 && s_start_forks (self, worker, request) != 0)
@@ -1036,6 +1475,7 @@ s_handle_token (scheduler_t *self, worker_t *worker, request_t *request,
         tokens.top_tokens = out->top_tokens;        //  borrowed: tokens is not reset
         tokens.top_logprobs = out->top_logprobs;
         tokens.n_top = out->n_top;
+        tokens.queue_us = s_queue_us (request);
         s_send_to_tokenizer (self, &tokens, request->reply_to);
     }
     if (finish != PROTO_FINISH_NONE) {
