@@ -1,6 +1,7 @@
 /*  detok — incremental detokenization. See detok.h.
 
-    Each token's piece (vocab_piece) is appended to the bytes still pending from earlier
+    Each token's piece (vocab_piece, or vocab_piece_keep_special when special tokens are
+    kept) is appended to the bytes still pending from earlier
     tokens, and the result is decoded from the front:
     - a complete, well-formed UTF-8 character is copied out;
     - bytes that can never become a character are replaced by U+FFFD, one per maximal
@@ -21,6 +22,7 @@
 
 struct _detok_t {
     const vocab_t *vocab;
+    bool keep_special;              //  special tokens give their text
     char pending [4];               //  an incomplete character's first bytes
     size_t pending_count;           //  at most 3
     char *work;                     //  pending bytes + the new piece
@@ -174,10 +176,26 @@ detok_destroy (detok_t **self_p)
     *self_p = NULL;
 }
 
+void
+detok_set_keep_special (detok_t *self, bool keep_special)
+{
+    self->keep_special = keep_special;
+}
+
+//  Writes token's piece into buf (cap bytes) as this detok_t writes tokens; returns its
+//  length, or -1 for an id out of range.
+static int
+s_piece (detok_t *self, uint32_t token, char *buf, size_t cap)
+{
+    if (self->keep_special)
+        return vocab_piece_keep_special (self->vocab, token, buf, cap);
+    return vocab_piece (self->vocab, token, buf, cap);
+}
+
 const char *
 detok_add (detok_t *self, uint32_t token)
 {
-    int piece_len = vocab_piece (self->vocab, token, NULL, 0);
+    int piece_len = s_piece (self, token, NULL, 0);
     if (piece_len < 0)
         piece_len = 0;              //  an id out of range adds nothing
     size_t len = self->pending_count + (size_t) piece_len;
@@ -185,7 +203,7 @@ detok_add (detok_t *self, uint32_t token)
         return "";
     memcpy (self->work, self->pending, self->pending_count);
     if (piece_len > 0)
-        vocab_piece (self->vocab, token, self->work + self->pending_count, (size_t) piece_len);
+        s_piece (self, token, self->work + self->pending_count, (size_t) piece_len);
     return s_decode (self, len, false);
 }
 

@@ -24,20 +24,25 @@ struct _output_text_t {
 };
 
 output_text_t *
-output_text_new (const vocab_t *vocab, const char *const *stops, size_t n_stops,
-                 bool tools, tool_parser_format_t format, uint64_t id_seed)
+output_text_new (const vocab_t *vocab, const output_text_options_t *options)
 {
+    output_text_options_t defaults = { 0 };
+    if (!options)
+        options = &defaults;
     output_text_t *self = (output_text_t *) calloc (1, sizeof (output_text_t));
     if (!self)
         return NULL;
     self->detok = detok_new (vocab);
-    if (n_stops > 0)
-        self->stops = stop_strings_new (stops, n_stops, false);
-    if (tools)
-        self->tools = tool_parser_new (format, id_seed);
+    if (self->detok)
+        detok_set_keep_special (self->detok, options->keep_special);
+    if (options->n_stops > 0)
+        self->stops = stop_strings_new (options->stops, options->n_stops,
+                                        options->include_stop);
+    if (options->tools)
+        self->tools = tool_parser_new (options->format, options->id_seed);
     self->tool_calls = json_array ();
-    if (!self->detok || (n_stops > 0 && !self->stops) || (tools && !self->tools)
-    ||  !self->tool_calls)
+    if (!self->detok || (options->n_stops > 0 && !self->stops)
+    ||  (options->tools && !self->tools) || !self->tool_calls)
         output_text_destroy (&self);
     return self;
 }

@@ -40,6 +40,10 @@ typedef struct {
     uint32_t n_finished;
     uint32_t prompt_tokens;
     bool want_logprobs;             //  OUTPUTs carry the tokens' log-probabilities
+    bool include_stop;              //  include_stop_str_in_output: the stop token that
+                                    //  ends a sequence is written too
+    uint64_t queue_us;              //  the scheduler's queue time, for the first OUTPUT
+    bool queue_us_given;            //  an OUTPUT has carried it
 } request_t;
 
 typedef struct {
@@ -262,6 +266,59 @@ s_check_token_ids (tokenizer_t *self, const proto_msg_t *msg, char *err, size_t 
     return 0;
 }
 
+//  The prompt of a GENERATE as token ids: its own token ids as they are (each must be in
+//  the vocabulary; no BOS is added), else its chat request rendered by the template,
+//  else its text, tokenized with BOS as the model asks. Returns the count, with a heap
+//  array in *ids (the caller frees it) and *tools saying whether tool calls are parsed;
+//  or -1 with the HTTP status in *status and the message in err.
+static int64_t
+s_prompt_ids (tokenizer_t *self, const proto_msg_t *msg, uint32_t **ids, bool *tools,
+              uint32_t *status, char *err, size_t err_size)
+{
+    *ids = NULL;
+    *tools = false;
+    *status = 400;
+    char reason [512];
+    if (msg->n_tokens > 0) {
+        if (msg->chat || (msg->text && msg->text [0])) {
+            snprintf (err, err_size, "the prompt is given both as token ids and as %s: "
+                      "give one of them", msg->chat? "a chat request": "text");
+            return -1;
+        }
+        if (s_check_in_vocabulary (self, "prompt", msg->tokens, msg->n_tokens, err,
+                                   err_size) != 0)
+            return -1;
+        *ids = (uint32_t *) malloc (msg->n_tokens * sizeof (uint32_t));
+        if (!*ids) {
+            *status = 500;
+            snprintf (err, err_size, "out of memory");
+            return -1;
+        }
+        memcpy (*ids, msg->tokens, msg->n_tokens * sizeof (uint32_t));
+        return msg->n_tokens;
+    }
+    char *rendered = NULL;
+    if (msg->chat) {
+        rendered = s_render_chat (self, msg->chat, tools, reason, sizeof reason);
+        if (!rendered) {
+            snprintf (err, err_size, "the chat template could not render this request: "
+                      "%s", reason);
+            return -1;
+        }
+    }
+    bool out_of_memory = false;
+    int64_t n_ids = s_tokenize (self, rendered? rendered: msg->text? msg->text: "",
+                                true, ids, &out_of_memory, reason, sizeof reason);
+    free (rendered);
+    if (n_ids < 0) {
+        snprintf (err, err_size, "could not tokenize the prompt: %s", reason);
+        *status = out_of_memory? 500: 400;
+        free (*ids);
+        *ids = NULL;
+    }
+    return n_ids;
+}
+
 static void
 s_handle_generate (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
 {
@@ -273,33 +330,17 @@ s_handle_generate (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
         s_send_error (self, msg->request_id, reply_to, 400, "duplicate request id");
         return;
     }
-    char err [512] = "";
+    char err [600] = "";
     if (s_check_token_ids (self, msg, err, sizeof err) != 0) {
         s_send_error (self, msg->request_id, reply_to, 400, err);
         return;
     }
-    bool tools = false;
-    char *rendered = NULL;
-    if (msg->chat) {
-        rendered = s_render_chat (self, msg->chat, &tools, err, sizeof err);
-        if (!rendered) {
-            char message [600];
-            snprintf (message, sizeof message, "the chat template could not render this "
-                      "request: %s", err);
-            s_send_error (self, msg->request_id, reply_to, 400, message);
-            return;
-        }
-    }
     uint32_t *ids = NULL;
-    bool out_of_memory = false;
-    int64_t n_ids = s_tokenize (self, rendered ? rendered : msg->text ? msg->text : "",
-                                true, &ids, &out_of_memory, err, sizeof err);
-    free (rendered);
+    bool tools = false;
+    uint32_t status = 400;
+    int64_t n_ids = s_prompt_ids (self, msg, &ids, &tools, &status, err, sizeof err);
     if (n_ids < 0) {
-        char message [600];
-        snprintf (message, sizeof message, "could not tokenize the prompt: %s", err);
-        s_send_error (self, msg->request_id, reply_to, out_of_memory ? 500 : 400, message);
-        free (ids);
+        s_send_error (self, msg->request_id, reply_to, status, err);
         return;
     }
     uint32_t n = msg->n > 1? msg->n: 1;
@@ -310,14 +351,22 @@ s_handle_generate (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
         request->reply_to = zframe_dup (reply_to);
         request->prompt_tokens = (uint32_t) n_ids;
         request->want_logprobs = msg->want_logprobs;
+        request->include_stop = msg->include_stop_str_in_output;
         request->sequences = (sequence_text_t *) calloc (n, sizeof (sequence_text_t));
         made = request->reply_to && request->sequences;
         if (request->sequences)
             request->n = n;
+        output_text_options_t options = {
+            .stops = (const char *const *) msg->stops,
+            .n_stops = msg->n_stops,
+            .include_stop = msg->include_stop_str_in_output,
+            .keep_special = msg->keep_special_tokens,
+            .tools = tools,
+            .format = self->tool_format,
+            .id_seed = msg->request_id
+        };
         for (uint32_t i = 0; made && i < n; i++) {
-            request->sequences [i].output = output_text_new (
-                self->vocab, (const char *const *) msg->stops, msg->n_stops, tools,
-                self->tool_format, msg->request_id);
+            request->sequences [i].output = output_text_new (self->vocab, &options);
             made = request->sequences [i].output != NULL;
         }
     }
@@ -338,6 +387,9 @@ s_handle_generate (tokenizer_t *self, proto_msg_t *msg, zframe_t *reply_to)
     submit.sampling = msg->sampling;            //  borrowed, as the tokens
     submit.n = n;
     submit.best_of = msg->best_of;
+    submit.use_beam_search = msg->use_beam_search;
+    submit.length_penalty = msg->length_penalty;
+    submit.early_stopping = msg->early_stopping;
     //  The model's end-of-generation tokens (unless the request ignores them, as vLLM's
     //  ignore_eos), then the request's own stop_token_ids.
     uint32_t stop_tokens [64 + MAX_REQUEST_STOP_TOKENS];
@@ -411,15 +463,20 @@ s_handle_tokens (tokenizer_t *self, proto_msg_t *msg)
     request_t *request = s_find (self, msg->request_id);
     if (!request)
         return;                     //  cancelled or stopped meanwhile
+    //  The queue time comes on the request's first TOKENS; it goes on its first OUTPUT.
+    if (msg->queue_us > 0 && !request->queue_us_given)
+        request->queue_us = msg->queue_us;
     if (msg->index >= request->n || request->sequences [msg->index].finished) {
         zlog (ZLOG_WARN, ACTOR, msg->request_id, "TOKENS for sequence %u, which is not "
               "running; ignored", msg->index);
         return;
     }
     sequence_text_t *sequence = &request->sequences [msg->index];
-    //  A stop token that ends the sequence gives no text.
+    //  A stop token that ends the sequence gives no text, unless the request keeps what
+    //  ends it (include_stop_str_in_output, as vLLM: then its text is written when it has
+    //  one, a special token's only with keep_special_tokens).
     uint32_t n_rendered = msg->n_tokens;
-    if (msg->finish == PROTO_FINISH_STOP && n_rendered > 0)
+    if (msg->finish == PROTO_FINISH_STOP && n_rendered > 0 && !request->include_stop)
         n_rendered--;
     uint32_t n_taken = 0;
     while (n_taken < n_rendered && !output_text_stopped (sequence->output))
@@ -461,6 +518,10 @@ s_handle_tokens (tokenizer_t *self, proto_msg_t *msg)
     output.finish = finish;
     output.prompt_tokens = request->prompt_tokens;
     output.completion_tokens = sequence->completion_tokens;
+    if (request->queue_us > 0 && !request->queue_us_given) {
+        output.queue_us = request->queue_us;
+        request->queue_us_given = true;
+    }
     s_send_to_frontend (self, &output, request->reply_to);
     proto_msg_reset (&output);
     if (finish != PROTO_FINISH_NONE) {

@@ -4,12 +4,20 @@
     chat template (--chat-template, else the GGUF's tokenizer.chat_template); the prompt
     is tokenized with special tokens recognised (BOS as the model asks, unless the
     rendered prompt already starts with it) and goes to the scheduler as SUBMIT, with the
-    model's end-of-generation tokens as stop tokens.
+    model's end-of-generation tokens as stop tokens. A prompt given as token ids is sent
+    as it is (no BOS, no template); an id outside the vocabulary is refused with 400,
+    naming it and its position. n, best_of and the beam-search fields (use_beam_search,
+    length_penalty, early_stopping) go on in SUBMIT as they came.
     TOKENS from the scheduler: each new token goes through output_text (detokenizer, stop
     strings, tool-call parser) and what is ready goes back to the frontend as OUTPUT (new
     text, tool-call deltas, the finish reason, the usage). A stop token that ends the
-    request is counted in completion_tokens but gives no text. When a stop string ends the
-    text, the scheduler gets CANCEL so that the sequence stops at once.
+    request is counted in completion_tokens but gives no text, unless the request has
+    include_stop_str_in_output (as vLLM: then a stop string that ends the text stays at
+    its end too). Special tokens give no text unless the request has keep_special_tokens.
+    When a stop string ends the text, the scheduler gets CANCEL so that the sequence
+    stops at once. A sequence that comes whole in one TOKENS (best_of, beam search) is
+    cut at its first stop string the same way. The queue time of the request's first
+    TOKENS (queue_us) goes on its first OUTPUT.
     ERROR from the scheduler goes on to the frontend; CANCEL from the frontend goes on to
     the scheduler.
 

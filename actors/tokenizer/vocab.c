@@ -1535,6 +1535,21 @@ vocab_piece (const vocab_t *self, uint32_t id, char *buf, size_t cap)
     return (int) len;
 }
 
+int
+vocab_piece_keep_special (const vocab_t *self, uint32_t id, char *buf, size_t cap)
+{
+    if (id >= self->size)
+        return -1;
+    if (self->type [id] != TOKEN_TYPE_CONTROL && self->type [id] != TOKEN_TYPE_UNKNOWN)
+        return vocab_piece (self, id, buf, cap);
+    const char *text = self->text_blob + self->text_offset [id];
+    size_t len = self->text_len [id];
+    size_t copied = len < cap? len: cap;
+    if (copied)
+        memcpy (buf, text, copied);
+    return (int) len;
+}
+
 const char *
 vocab_token_text (const vocab_t *self, uint32_t id)
 {

@@ -18,6 +18,8 @@
     vocab_piece gives the bytes a token stands for in output text: for SPM "▁" becomes a
     space and <0xNN> that one byte; for BPE the byte alphabet is mapped back to bytes;
     user-defined tokens give their text, control tokens (BOS, EOS, ...) give nothing.
+    vocab_piece_keep_special is the same with special tokens written: control and unknown
+    tokens give their text ("</s>", "<|im_end|>"), for a request that keeps them.
 
     Who owns what: vocab_new copies what it needs out of the gguf_t, which may be closed
     afterwards. A vocab_t never changes after vocab_new: many threads may use one at once.
@@ -109,6 +111,13 @@ int64_t
 //  (which may be more than cap: then only cap were written), or -1 if id is out of range.
 int
     vocab_piece (const vocab_t *self, uint32_t id, char *buf, size_t cap);
+
+//  As vocab_piece, but with special tokens written: a control or unknown token gives its
+//  text as stored ("</s>", "<|im_end|>", "<unk>") instead of nothing, as llama.cpp's
+//  token_to_piece with special set and Hugging Face's decode with skip_special_tokens
+//  false do. Every other token gives what vocab_piece gives.
+int
+    vocab_piece_keep_special (const vocab_t *self, uint32_t id, char *buf, size_t cap);
 
 //  The token's text as stored in the vocabulary ("▁the", "<0x0A>", "<s>").
 const char *

@@ -5,7 +5,8 @@
     comes out whole when its last byte arrives; bytes that can never form a character come
     out as U+FFFD exactly as Python's bytes.decode("utf-8", errors="replace") gives them
     (the expected strings below were made with it); detok_flush turns an incomplete tail
-    into one U+FFFD; control tokens add nothing.
+    into one U+FFFD; control tokens add nothing, or, once detok_set_keep_special asks
+    for them, their text.
 */
 #include <stdarg.h>
 #include <stddef.h>
@@ -144,6 +145,32 @@ test_control_tokens_emit_nothing (void **state)
     detok_destroy (&detok);
 }
 
+//  Special tokens kept: control and unknown tokens give their text, the others what they
+//  gave before; pending bytes before a special token are not a character (U+FFFD).
+static void
+test_keep_special_tokens (void **state)
+{
+    (void) state;
+    if (!s_vocab)
+        skip ();
+    detok_t *detok = detok_new (s_vocab);
+    detok_set_keep_special (detok, true);
+    assert_string_equal (detok_add (detok, vocab_bos (s_vocab)), "<s>");
+    assert_string_equal (detok_add (detok, 15043), " Hello");
+    assert_string_equal (detok_add (detok, 0), "<unk>");
+    assert_string_equal (detok_add (detok, s_byte (0xC3)), "");
+    assert_string_equal (detok_add (detok, s_byte (0xA9)), "é");
+    assert_string_equal (detok_add (detok, s_byte (0xE2)), "");
+    assert_string_equal (detok_add (detok, vocab_eos (s_vocab)), FFFD "</s>");
+    assert_string_equal (detok_add (detok, 32000), "");               //  out of range
+    //  Back to the default: special tokens give nothing again.
+    detok_set_keep_special (detok, false);
+    assert_string_equal (detok_add (detok, vocab_eos (s_vocab)), "");
+    assert_string_equal (detok_add (detok, 3186), " world");
+    assert_string_equal (detok_flush (detok), "");
+    detok_destroy (&detok);
+}
+
 static void
 test_invalid_sequences (void **state)
 {
@@ -229,6 +256,7 @@ main (void)
         cmocka_unit_test (test_ascii_passes_through),
         cmocka_unit_test (test_emoji_over_byte_tokens),
         cmocka_unit_test (test_control_tokens_emit_nothing),
+        cmocka_unit_test (test_keep_special_tokens),
         cmocka_unit_test (test_invalid_sequences),
         cmocka_unit_test (test_flush_incomplete),
         cmocka_unit_test (test_long_stream),

@@ -140,6 +140,8 @@ test_earliest_stop_in_the_text_wins (void **state)
     const char *ba [] = { "b", "a" };
     const char *ba_out [] = { "", "" };
     s_check_pieces (open_at_end, 2, false, ba, ba_out, 2, "b", 99);
+    //  With include_stop, the flush gives the stop string too.
+    s_check_pieces (open_at_end, 2, true, ba, ba_out, 2, "ba", 99);
 }
 
 static void

@@ -514,6 +514,25 @@ test_llama2_basics (void **state)
     assert_int_equal (vocab_piece (vocab, 15043, buf, 3), 6);
     assert_memory_equal (buf, " He#", 4);
     assert_int_equal (vocab_piece (vocab, 15043, NULL, 0), 6);
+
+    //  Special tokens kept: control and unknown tokens give their text, the others
+    //  what vocab_piece gives.
+    assert_int_equal (vocab_piece_keep_special (vocab, 1, buf, sizeof buf), 3);
+    assert_memory_equal (buf, "<s>", 3);
+    assert_int_equal (vocab_piece_keep_special (vocab, 2, buf, sizeof buf), 4);
+    assert_memory_equal (buf, "</s>", 4);
+    assert_int_equal (vocab_piece_keep_special (vocab, 0, buf, sizeof buf), 5);
+    assert_memory_equal (buf, "<unk>", 5);
+    assert_int_equal (vocab_piece_keep_special (vocab, 13, buf, sizeof buf), 1);
+    assert_int_equal (buf [0], '\n');
+    assert_int_equal (vocab_piece_keep_special (vocab, 15043, buf, sizeof buf), 6);
+    assert_memory_equal (buf, " Hello", 6);
+    assert_int_equal (vocab_piece_keep_special (vocab, 32000, buf, sizeof buf), -1);
+    assert_int_equal (vocab_piece_keep_special (vocab, UINT32_MAX, buf, sizeof buf), -1);
+    memset (buf, '#', sizeof buf);
+    assert_int_equal (vocab_piece_keep_special (vocab, 2, buf, 2), 4);
+    assert_memory_equal (buf, "</#", 3);
+    assert_int_equal (vocab_piece_keep_special (vocab, 2, NULL, 0), 4);
 }
 
 static void
@@ -1174,6 +1193,10 @@ test_bpe_gpt2_basics (void **state)
     assert_int_equal (vocab_piece (vocab, 995, buf, sizeof buf), 6);
     assert_memory_equal (buf, " world", 6);
     assert_int_equal (vocab_piece (vocab, 50256, buf, sizeof buf), 0);        //  control
+    assert_int_equal (vocab_piece_keep_special (vocab, 50256, buf, sizeof buf), 13);
+    assert_memory_equal (buf, "<|endoftext|>", 13);
+    assert_int_equal (vocab_piece_keep_special (vocab, 995, buf, sizeof buf), 6);
+    assert_memory_equal (buf, " world", 6);
     assert_true (vocab_is_control (vocab, 50256));
     assert_false (vocab_is_control (vocab, 995));
     //  Bytes of the alphabet: NUL is "Ā", 0xFF is "ÿ".
