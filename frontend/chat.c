@@ -2,8 +2,9 @@
 
     Validation follows OpenAI's rules and wording where clients see them: a 400 naming
     the parameter at fault, down to the element ("messages[2].tool_calls[0].function.name").
-    What the server cannot do yet (beam search, tool_choice "required" or a named
-    function, JSON response formats, logprobs) is refused with a 400 that says so.
+    What the server cannot do yet (tool_choice "required" or a named function, JSON
+    response formats, log-probabilities with beam search) is refused with a 400 that
+    says so.
     Unknown members are ignored, as OpenAI ignores them.
 
     The chat passed on to the tokenizer holds the messages as the client sent them
@@ -601,9 +602,7 @@ chat_request_parse (const char *body, size_t size, const char *model_name,
 {
     memset (request, 0, sizeof *request);
     memset (error, 0, sizeof *error);
-    request->options.max_tokens = 0;
-    request->options.sampling.temperature = COMPLETION_DEFAULT_TEMPERATURE;
-    request->options.n = 1;
+    generation_options_init (&request->options, 0);
 
     json_t *root = request_body_load (body, size, error);
     if (!root)

@@ -2,15 +2,19 @@
 
     Validation follows what OpenAI answers where it matters to clients: a 400 with the
     offending parameter in "param", a 404 with code "model_not_found" for a model we do
-    not serve. What this server cannot do yet (array prompts, beam
-    search) is refused with a 400 that says so, never silently ignored. See
+    not serve. vLLM's extensions (beam search, include_stop_str_in_output,
+    skip_special_tokens) are checked as vLLM's SamplingParams checks them. What this
+    server cannot do (a non-empty suffix, echo with token-id prompts, log-probabilities
+    with beam search) is refused with a 400 that says so, never silently ignored. See
     completions.h.
 */
 #include "completions.h"
 
 #include <errno.h>
+#include <float.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -392,7 +396,7 @@ s_parse_sampling (json_t *root, generation_options_t *options, api_error_t *erro
 //  n: how many choices (sequences sampled from the one prompt), 1 .. PROTO_MAX_N.
 //  best_of: how many to generate (n .. PROTO_MAX_N), of which the n with the highest
 //  cumulative log-probability come back; they are known only at the end, so not with
-//  stream (checked after stream is read). Beam search is not there yet: 400.
+//  stream (checked after stream is read).
 static int
 s_parse_n (json_t *root, generation_options_t *options, api_error_t *error)
 {
@@ -423,15 +427,120 @@ s_parse_n (json_t *root, generation_options_t *options, api_error_t *error)
         }
         options->best_of = (uint32_t) value;
     }
-    bool use_beam_search = false;
-    if (s_parse_boolean (root, "use_beam_search", &use_beam_search, error) != 0)
-        return -1;
-    if (use_beam_search) {
-        api_error_set (error, 400, "use_beam_search", NULL,
-                       "beam search is not supported yet: leave 'use_beam_search' out or "
-                       "set it to false");
+    return 0;
+}
+
+//  early_stopping (vLLM): true, false or "never"; absent or null leaves FALSE.
+static int
+s_parse_early_stopping (json_t *root, generation_options_t *options, api_error_t *error)
+{
+    json_t *member = json_object_get (root, "early_stopping");
+    if (!member || json_is_null (member))
+        return 0;
+    if (json_is_boolean (member))
+        options->early_stopping = json_is_true (member)? PROTO_EARLY_STOPPING_TRUE
+                                                       : PROTO_EARLY_STOPPING_FALSE;
+    else
+    if (json_is_string (member) && strcmp (json_string_value (member), "never") == 0)
+        options->early_stopping = PROTO_EARLY_STOPPING_NEVER;
+    else {
+        api_error_set (error, 400, "early_stopping", NULL,
+                       "'early_stopping' must be true, false or \"never\"");
         return -1;
     }
+    return 0;
+}
+
+//  Is the number member `name` given (neither absent nor null)? Its value in *value.
+//  Its type and range were checked with the sampling parameters.
+static bool
+s_number_given (json_t *root, const char *name, double *value)
+{
+    json_t *member = json_object_get (root, name);
+    if (!member || json_is_null (member))
+        return false;
+    *value = json_number_value (member);
+    return true;
+}
+
+//  Beam search keeps the most likely tokens: a sampling parameter `name` that asks for
+//  sampling is refused, with the value that would not. Returns -1.
+static int
+s_refuse_beam_sampling (const char *name, const char *neutral, api_error_t *error)
+{
+    api_error_set (error, 400, name, NULL, "beam search is deterministic: leave '%s' out "
+                   "or set it to %s", name, neutral);
+    return -1;
+}
+
+//  use_beam_search, length_penalty and early_stopping (vLLM's beam search), after the
+//  sampling parameters and stream: see generation_options_parse.
+static int
+s_parse_beam_search (json_t *root, generation_options_t *options, api_error_t *error)
+{
+    if (s_parse_boolean (root, "use_beam_search", &options->use_beam_search, error) != 0)
+        return -1;
+    json_t *length_penalty = json_object_get (root, "length_penalty");
+    if (length_penalty && !json_is_null (length_penalty)) {
+        double value = json_number_value (length_penalty);
+        //  It becomes a float: beyond FLT_MAX it would be infinite.
+        if (!json_is_number (length_penalty) || !(fabs (value) <= FLT_MAX)) {
+            api_error_set (error, 400, "length_penalty", NULL,
+                           "'length_penalty' must be a finite number or null");
+            return -1;
+        }
+        options->length_penalty = (float) value;
+    }
+    if (s_parse_early_stopping (root, options, error) != 0)
+        return -1;
+
+    if (!options->use_beam_search) {
+        //  As vLLM: they would silently do nothing.
+        if (options->length_penalty != COMPLETION_DEFAULT_LENGTH_PENALTY) {
+            api_error_set (error, 400, "length_penalty", NULL, "'length_penalty' is only "
+                           "used by beam search: leave it out or set it to 1, or set "
+                           "'use_beam_search' to true");
+            return -1;
+        }
+        if (options->early_stopping != PROTO_EARLY_STOPPING_FALSE) {
+            api_error_set (error, 400, "early_stopping", NULL, "'early_stopping' is only "
+                           "used by beam search: leave it out or set it to false, or set "
+                           "'use_beam_search' to true");
+            return -1;
+        }
+        return 0;
+    }
+    if (options->stream) {
+        api_error_set (error, 400, "use_beam_search", NULL, "beam search cannot be "
+                       "streamed: the best beams are known only when all have finished");
+        return -1;
+    }
+    double value;
+    if (s_number_given (root, "temperature", &value) && value > 0)
+        return s_refuse_beam_sampling ("temperature", "0", error);
+    if (s_number_given (root, "top_p", &value) && value < 1)
+        return s_refuse_beam_sampling ("top_p", "1", error);
+    if (s_number_given (root, "top_k", &value) && value > 0)
+        return s_refuse_beam_sampling ("top_k", "-1", error);
+    if (s_number_given (root, "min_p", &value) && value > 0)
+        return s_refuse_beam_sampling ("min_p", "0", error);
+    //  Temperature absent (or 0): beam search keeps the most likely, it does not sample.
+    options->sampling.temperature = 0;
+    return 0;
+}
+
+//  vLLM's output options: include_stop_str_in_output (default false) and
+//  skip_special_tokens (default true).
+static int
+s_parse_output_options (json_t *root, generation_options_t *options, api_error_t *error)
+{
+    if (s_parse_boolean (root, "include_stop_str_in_output",
+                         &options->include_stop_str_in_output, error) != 0)
+        return -1;
+    bool skip_special_tokens = !options->keep_special_tokens;
+    if (s_parse_boolean (root, "skip_special_tokens", &skip_special_tokens, error) != 0)
+        return -1;
+    options->keep_special_tokens = !skip_special_tokens;
     return 0;
 }
 
@@ -554,6 +663,16 @@ s_parse_stop_token_ids (json_t *root, generation_options_t *options, api_error_t
     return 0;
 }
 
+void
+generation_options_init (generation_options_t *options, uint32_t max_tokens)
+{
+    memset (options, 0, sizeof *options);
+    options->max_tokens = max_tokens;
+    options->sampling.temperature = COMPLETION_DEFAULT_TEMPERATURE;
+    options->n = 1;
+    options->length_penalty = COMPLETION_DEFAULT_LENGTH_PENALTY;
+}
+
 int
 generation_options_parse (json_t *root, generation_options_t *options, api_error_t *error)
 {
@@ -561,7 +680,9 @@ generation_options_parse (json_t *root, generation_options_t *options, api_error
     ||  s_parse_n (root, options, error) != 0
     ||  s_parse_stop (root, options, error) != 0
     ||  s_parse_stop_token_ids (root, options, error) != 0
-    ||  s_parse_stream (root, options, error) != 0)
+    ||  s_parse_stream (root, options, error) != 0
+    ||  s_parse_beam_search (root, options, error) != 0
+    ||  s_parse_output_options (root, options, error) != 0)
         return -1;
     if (options->stream && options->best_of > options->n) {
         api_error_set (error, 400, "best_of", NULL, "best_of above n cannot be streamed: "
@@ -569,6 +690,13 @@ generation_options_parse (json_t *root, generation_options_t *options, api_error
         return -1;
     }
     return 0;
+}
+
+uint32_t
+generation_options_width (const generation_options_t *options)
+{
+    uint32_t n = options->n? options->n: 1;
+    return options->best_of > n? options->best_of: n;
 }
 
 void
@@ -583,6 +711,104 @@ generation_options_reset (generation_options_t *options)
     memset (options, 0, sizeof *options);
 }
 
+//  Room for the longest prompt param: "prompt[<20 digits>][<20 digits>]".
+#define PROMPT_PARAM_SIZE   64
+
+//  A prompt of token ids: ids, a JSON array at param ("prompt" or "prompt[2]"), of 1 ..
+//  PROTO_MAX_TOKENS integers from 0 to UINT32_MAX, into prompt->tokens.
+static int
+s_parse_token_prompt (json_t *ids, const char *param, completion_prompt_t *prompt,
+                      api_error_t *error)
+{
+    size_t count = json_array_size (ids);
+    if (count == 0) {
+        api_error_set (error, 400, param, NULL, "'%s' must not be an empty array: give at "
+                       "least one token id", param);
+        return -1;
+    }
+    if (count > PROTO_MAX_TOKENS) {
+        api_error_set (error, 400, param, NULL, "'%s' may hold at most %u token ids, got "
+                       "%zu", param, PROTO_MAX_TOKENS, count);
+        return -1;
+    }
+    prompt->tokens = (uint32_t *) malloc (count * sizeof (uint32_t));
+    if (!prompt->tokens) {
+        api_error_set (error, 500, NULL, NULL, "out of memory");
+        return -1;
+    }
+    size_t index;
+    json_t *id;
+    json_array_foreach (ids, index, id) {
+        if (!json_is_integer (id) || json_integer_value (id) < 0
+        ||  json_integer_value (id) > (json_int_t) UINT32_MAX) {
+            char element [PROMPT_PARAM_SIZE];
+            snprintf (element, sizeof element, "%s[%zu]", param, index);
+            api_error_set (error, 400, element, NULL, "'%s' must be a token id: an "
+                           "integer from 0 to %u", element, UINT32_MAX);
+            return -1;
+        }
+        prompt->tokens [index] = (uint32_t) json_integer_value (id);
+    }
+    prompt->n_tokens = (uint32_t) count;
+    return 0;
+}
+
+//  A text prompt, into prompt->text.
+static int
+s_parse_text_prompt (json_t *text, completion_prompt_t *prompt, api_error_t *error)
+{
+    prompt->text = strdup (json_string_value (text));
+    if (!prompt->text) {
+        api_error_set (error, 500, NULL, NULL, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+//  An array of prompts (strings, or arrays of token ids, as its first element is), at
+//  most COMPLETION_MAX_PROMPTS, into request->prompts.
+static int
+s_parse_prompt_list (json_t *list, completion_request_t *request, api_error_t *error)
+{
+    size_t count = json_array_size (list);
+    if (count > COMPLETION_MAX_PROMPTS) {
+        api_error_set (error, 400, "prompt", NULL, "'prompt' may hold at most %d prompts, "
+                       "got %zu", COMPLETION_MAX_PROMPTS, count);
+        return -1;
+    }
+    request->prompts = (completion_prompt_t *) calloc (count, sizeof (completion_prompt_t));
+    if (!request->prompts) {
+        api_error_set (error, 500, NULL, NULL, "out of memory");
+        return -1;
+    }
+    request->n_prompts = (uint32_t) count;
+    bool of_strings = json_is_string (json_array_get (list, 0));
+    size_t index;
+    json_t *element;
+    json_array_foreach (list, index, element) {
+        char param [PROMPT_PARAM_SIZE];
+        snprintf (param, sizeof param, "prompt[%zu]", index);
+        completion_prompt_t *prompt = &request->prompts [index];
+        int rc;
+        if (of_strings && json_is_string (element))
+            rc = s_parse_text_prompt (element, prompt, error);
+        else
+        if (!of_strings && json_is_array (element))
+            rc = s_parse_token_prompt (element, param, prompt, error);
+        else {
+            api_error_set (error, 400, param, NULL, "'%s' must be %s, as 'prompt[0]' is: "
+                           "an array of prompts holds strings or arrays of token ids, not "
+                           "both", param, of_strings? "a string": "an array of token ids");
+            rc = -1;
+        }
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
+//  prompt, in OpenAI's four forms: a string, an array of strings, an array of token
+//  ids, an array of arrays of token ids.
 static int
 s_parse_prompt (json_t *root, completion_request_t *request, api_error_t *error)
 {
@@ -591,21 +817,35 @@ s_parse_prompt (json_t *root, completion_request_t *request, api_error_t *error)
         api_error_set (error, 400, "prompt", NULL, "you must provide a prompt");
         return -1;
     }
-    if (json_is_array (prompt)) {
-        api_error_set (error, 400, "prompt", NULL,
-                       "only a string prompt is supported for now");
+    if (!json_is_string (prompt) && !json_is_array (prompt)) {
+        api_error_set (error, 400, "prompt", NULL, "'prompt' must be a string, an array of "
+                       "strings, an array of token ids or an array of arrays of token ids");
         return -1;
     }
-    if (!json_is_string (prompt)) {
-        api_error_set (error, 400, "prompt", NULL, "'prompt' must be a string");
+    if (json_is_array (prompt) && json_array_size (prompt) == 0) {
+        api_error_set (error, 400, "prompt", NULL, "'prompt' must not be an empty array: "
+                       "give at least one prompt");
         return -1;
     }
-    request->prompt = strdup (json_string_value (prompt));
-    if (!request->prompt) {
+    json_t *first = json_is_array (prompt)? json_array_get (prompt, 0): NULL;
+    if (first && !json_is_string (first) && !json_is_array (first) && !json_is_number (first)) {
+        api_error_set (error, 400, "prompt[0]", NULL, "'prompt[0]' must be a string, a "
+                       "token id or an array of token ids");
+        return -1;
+    }
+    if (first && (json_is_string (first) || json_is_array (first)))
+        return s_parse_prompt_list (prompt, request, error);
+
+    //  One prompt: a string, or an array of token ids.
+    request->prompts = (completion_prompt_t *) calloc (1, sizeof (completion_prompt_t));
+    if (!request->prompts) {
         api_error_set (error, 500, NULL, NULL, "out of memory");
         return -1;
     }
-    return 0;
+    request->n_prompts = 1;
+    if (json_is_string (prompt))
+        return s_parse_text_prompt (prompt, &request->prompts [0], error);
+    return s_parse_token_prompt (prompt, "prompt", &request->prompts [0], error);
 }
 
 //  logprobs (completions): how many alternatives besides the chosen token, 0 ..
@@ -630,6 +870,11 @@ generation_options_check_logprobs (const generation_options_t *options, api_erro
 {
     if (!options->want_logprobs)
         return 0;
+    if (options->use_beam_search) {
+        api_error_set (error, 400, "logprobs", NULL, "log-probabilities are not kept for "
+                       "beam search yet");
+        return -1;
+    }
     if (options->best_of > options->n) {
         api_error_set (error, 400, "logprobs", NULL, "log-probabilities are not kept for "
                        "best_of above n yet");
@@ -660,15 +905,30 @@ s_parse_echo_suffix (json_t *root, generation_options_t *options, api_error_t *e
     return 0;
 }
 
+//  echo needs each prompt's text: a prompt of token ids has none here (the tokenizer
+//  would have to write it).
+static int
+s_check_echo_prompts (const completion_request_t *request, api_error_t *error)
+{
+    if (!request->options.echo)
+        return 0;
+    for (uint32_t index = 0; index < request->n_prompts; index++)
+        if (request->prompts [index].tokens) {
+            api_error_set (error, 400, "echo", NULL, "'echo' is not supported with a "
+                           "prompt of token ids: send the prompt as text, or leave 'echo' "
+                           "out");
+            return -1;
+        }
+    return 0;
+}
+
 int
 completion_request_parse (const char *body, size_t size, const char *model_name,
                           completion_request_t *request, api_error_t *error)
 {
     memset (request, 0, sizeof *request);
     memset (error, 0, sizeof *error);
-    request->options.max_tokens = COMPLETION_DEFAULT_MAX_TOKENS;
-    request->options.sampling.temperature = COMPLETION_DEFAULT_TEMPERATURE;
-    request->options.n = 1;
+    generation_options_init (&request->options, COMPLETION_DEFAULT_MAX_TOKENS);
 
     json_t *root = request_body_load (body, size, error);
     if (!root)
@@ -684,6 +944,8 @@ completion_request_parse (const char *body, size_t size, const char *model_name,
     if (rc == 0)
         rc = s_parse_echo_suffix (root, &request->options, error);
     if (rc == 0)
+        rc = s_check_echo_prompts (request, error);
+    if (rc == 0)
         rc = s_parse_completion_logprobs (root, &request->options, error);
     json_decref (root);
     if (rc != 0)
@@ -694,7 +956,11 @@ completion_request_parse (const char *body, size_t size, const char *model_name,
 void
 completion_request_reset (completion_request_t *request)
 {
-    free (request->prompt);
+    for (uint32_t index = 0; request->prompts && index < request->n_prompts; index++) {
+        free (request->prompts [index].text);
+        free (request->prompts [index].tokens);
+    }
+    free (request->prompts);
     generation_options_reset (&request->options);
     memset (request, 0, sizeof *request);
 }

@@ -7,12 +7,15 @@
 
     It also holds what every generation endpoint shares, which chat.c uses too: loading
     the body, checking "model", "max_tokens"-like integers, and the generation options
-    (temperature, seed, n, stop, stream, stream_options) in a generation_options_t; the
-    usage chunk that ends a stream; UTF-8 sanitizing and the error bodies.
+    (temperature, seed, n, best_of, beam search, stop, stream, stream_options, the vLLM
+    output options) in a generation_options_t; the usage chunk that ends a stream; UTF-8
+    sanitizing and the error bodies.
 
-    A request may ask for n choices (n sequences sampled from the same prompt). The
-    answers take them as an array, choice i with "index" i; a streamed chunk carries
-    one choice, named by its index.
+    A request may ask for n choices (n sequences sampled from the same prompt), and a
+    completion may hold several prompts (OpenAI's array forms of "prompt"): each prompt
+    gets its n choices, and choice j of prompt i is choice i * n + j of the answer. The
+    answers take them as an array, choice k with "index" k; a streamed chunk carries one
+    choice, named by its index.
 
     Every JSON text these functions return is a heap string (free it); NULL means out of
     memory. A request that fails validation fills an api_error_t that says which HTTP
@@ -32,6 +35,12 @@
 #define COMPLETION_MAX_TEMPERATURE      2.0
 //  "stop": a string or an array of at most this many strings, as OpenAI allows.
 #define COMPLETION_MAX_STOPS            4
+//  "prompt" as an array: at most this many prompts in one request (OpenAI sets no
+//  number; each prompt is one request for the scheduler).
+#define COMPLETION_MAX_PROMPTS          64
+//  Beam search's default length_penalty (vLLM's): scores are cumulative log-probability
+//  divided by length ^ length_penalty.
+#define COMPLETION_DEFAULT_LENGTH_PENALTY 1.0f
 
 //  "cmpl-" + 16 hex digits + NUL
 #define COMPLETION_ID_SIZE              22
@@ -55,7 +64,15 @@ typedef struct {
                                 //  its logit_bias arrays are heap, freed by reset
     bool has_seed;              //  false: the caller picks a random sampling.seed
     bool ignore_eos;            //  vLLM: do not stop at the model's end tokens
-    uint32_t best_of;           //  sequences to generate, when more than n (0: n)
+    uint32_t best_of;           //  sequences to generate, when more than n (0: n);
+                                //  with beam search, the beam width when given
+    bool use_beam_search;       //  vLLM: beam search (deterministic, not streamed), of
+                                //  width best_of, or n when best_of is not given
+    float length_penalty;       //  beam search only (1 otherwise): default 1
+    proto_early_stopping_t early_stopping;  //  beam search only (FALSE otherwise)
+    bool include_stop_str_in_output;    //  vLLM: a stop string stays in the text
+    bool keep_special_tokens;   //  vLLM's skip_special_tokens false: special tokens
+                                //  (</s>, <|end|>) are written into the text
     bool echo;                  //  completions: the prompt comes back before the text
     bool want_logprobs;         //  log-probabilities of the chosen tokens (and
                                 //  sampling.n_logprobs alternatives); not streamed
@@ -68,9 +85,19 @@ typedef struct {
     uint32_t n;                 //  choices wanted, 1 .. PROTO_MAX_N (default 1)
 } generation_options_t;
 
+//  One prompt of a completion: text, or token ids that the model runs as they are (no
+//  BOS added).
+typedef struct {
+    char *text;                 //  heap, NUL-terminated UTF-8 (jansson refuses \u0000),
+                                //  or NULL for a prompt of token ids
+    uint32_t *tokens;           //  heap, n_tokens ids (1 .. PROTO_MAX_TOKENS), or NULL
+    uint32_t n_tokens;          //  for a text prompt
+} completion_prompt_t;
+
 //  A valid completion request, as the frontend passes it on.
 typedef struct {
-    char *prompt;               //  heap, NUL-terminated UTF-8 (jansson refuses \u0000)
+    completion_prompt_t *prompts;   //  heap, n_prompts of them, in the request's order
+    uint32_t n_prompts;         //  1 .. COMPLETION_MAX_PROMPTS
     generation_options_t options;   //  max_tokens >= 1 (default 16)
 } completion_request_t;
 
@@ -95,31 +122,56 @@ int
     request_max_tokens_parse (json_t *root, const char *name, uint32_t *value,
                               api_error_t *error);
 
+//  Zero options and set the defaults every generation request starts from: max_tokens
+//  as given (0: up to the context), temperature 1, n 1, length_penalty 1.
+void
+    generation_options_init (generation_options_t *options, uint32_t max_tokens);
+
 //  Read the sampling parameters (temperature, top_p, top_k, min_p, presence_penalty,
 //  frequency_penalty, repetition_penalty, seed, min_tokens, logit_bias), ignore_eos,
 //  n (1 .. PROTO_MAX_N), best_of (n .. PROTO_MAX_N; above n not with stream),
-//  use_beam_search (false only), stop, stop_token_ids, stream and
+//  use_beam_search with length_penalty and early_stopping (see below),
+//  include_stop_str_in_output, skip_special_tokens, stop, stop_token_ids, stream and
 //  stream_options (allowed only with stream true) into options, which keeps what it
-//  holds for absent members (the caller sets the defaults, and max_tokens, first:
-//  min_tokens may not exceed it; an n left at 0 becomes 1). Returns 0, or -1 with
-//  error filled; options may hold arrays either way: release it with
-//  generation_options_reset.
+//  holds for absent members (the caller sets the defaults with generation_options_init,
+//  and max_tokens, first: min_tokens may not exceed it; an n left at 0 becomes 1).
+//
+//  Beam search, as vLLM's SamplingParams checks it: use_beam_search a boolean;
+//  length_penalty a finite number; early_stopping true, false or "never". Without beam
+//  search, length_penalty must be 1 and early_stopping false. With it: not streamed;
+//  temperature, top_p, top_k and min_p, when given, must say "no sampling" (0, 1, -1 or
+//  0, 0); temperature becomes 0. The width is best_of when given, else n.
+//
+//  Returns 0, or -1 with error filled; options may hold arrays either way: release it
+//  with generation_options_reset.
 int
     generation_options_parse (json_t *root, generation_options_t *options,
                               api_error_t *error);
+
+//  The number of sequences the scheduler runs for one prompt: best_of when given, else
+//  n (for beam search, the beam width).
+uint32_t
+    generation_options_width (const generation_options_t *options);
 
 //  Free what options owns and zero it.
 void
     generation_options_reset (generation_options_t *options);
 
-//  Log-probabilities are not kept for best_of above n: a request that asks for them
-//  with it gets a 400. Returns 0 or -1 with error filled.
+//  Log-probabilities are not kept for best_of above n nor for beam search: a request
+//  that asks for them with either gets a 400 (param "logprobs"). Returns 0 or -1 with
+//  error filled.
 int
     generation_options_check_logprobs (const generation_options_t *options,
                                        api_error_t *error);
 
 //  Parse and validate a /v1/completions body (size bytes, need not be NUL-terminated).
-//  model_name is the only model served. Returns 0 and fills request (release it with
+//  model_name is the only model served. "prompt" is a string, an array of strings, an
+//  array of token ids (one prompt) or an array of arrays of token ids: at most
+//  COMPLETION_MAX_PROMPTS prompts, none an empty array, token ids integers from 0 to
+//  UINT32_MAX (whether the vocabulary has them is the tokenizer's to say), no mix of
+//  forms; an error names the element at fault ("prompt[2][5]"). An empty string is a
+//  prompt (the model starts from BOS). "echo" is refused with token-id prompts (their
+//  text is not known here). Returns 0 and fills request (release it with
 //  completion_request_reset), or -1 and fills error (request is left zeroed).
 int
     completion_request_parse (const char *body, size_t size, const char *model_name,
@@ -147,8 +199,8 @@ typedef struct {
 } completion_choice_t;
 
 //  The body of a finished, non-streamed completion: choices [0 .. n_choices-1], each
-//  with "index" its place in the array, and one usage for the request (completion_tokens
-//  is the sum over the choices).
+//  with "index" its place in the array, and one usage for the request (prompt_tokens
+//  the sum over its prompts, completion_tokens the sum over the choices).
 char *
     completion_response_json (const char *id, int64_t created, const char *model,
                               const completion_choice_t *choices, size_t n_choices,

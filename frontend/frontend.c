@@ -9,17 +9,23 @@
     h2o's zero timeout (never re-entrantly).
 
     A completion (or chat completion) becomes a pending_t allocated in the request's own
-    memory pool with a dispose callback, and is found by request id in a hash table.
-    A request asks for n choices (n sequences from one prompt, 1 .. PROTO_MAX_N): the
-    pending_t ends with one choice_t per choice, and each OUTPUT names its choice by
-    index. Each choice finishes on its own (its last OUTPUT has a finish reason); the
-    request is done when all have. Not streamed, OUTPUT messages append text (and merge
+    memory pool with a dispose callback. It holds one prompt_t per prompt (a chat has
+    one; a completion may have up to COMPLETION_MAX_PROMPTS): each prompt is one
+    GENERATE with a request id of its own, and the hash table maps that id to its
+    prompt_t (and so to the pending_t) while the prompt is in flight, from its GENERATE
+    until its last choice finishes, the request fails or it is cancelled. Each prompt
+    asks for n choices (n sequences from it, 1 .. PROTO_MAX_N): the pending_t ends with
+    one choice_t per choice of every prompt, choice j of prompt i at i * n + j (the index
+    the answer gives it, as OpenAI's and vLLM's), and each OUTPUT names its choice within
+    its prompt. Each choice finishes on its own (its last OUTPUT has a finish reason);
+    the request is done when all have. An ERROR for one prompt fails the whole request
+    and CANCELs its other prompts. Not streamed, OUTPUT messages append text (and merge
     tool calls) to their choice; when the last choice finishes, the answer lists them
-    all in index order. When h2o frees a request that has no answer yet
-    (the client went away), the dispose callback sends CANCEL. HTTP/1.1 connections are
-    not read while h2o processes a request, so h2o cannot see a client leave: a probe
-    twice a second peeks at the socket of every pending HTTP/1 request and cancels it
-    when the peer has closed (HTTP/2 tells h2o at once).
+    all in index order. When h2o frees a request that has no answer yet (the client
+    went away), the dispose callback sends CANCEL for every prompt in flight. HTTP/1.1
+    connections are not read while h2o processes a request, so h2o cannot see a client
+    leave: a probe twice a second peeks at the socket of every pending HTTP/1 request
+    and cancels it when the peer has closed (HTTP/2 tells h2o at once).
 
     Streamed ("stream": true), each OUTPUT becomes SSE events ("data: <json>\n\n"), each
     chunk naming its choice's index; a chat stream opens with a role chunk per choice,
@@ -55,21 +61,24 @@
       - The API key, on every path under /v1 when one is set: "Authorization: Bearer
         KEY", compared in constant time; else 401. /health, /version and /metrics stay
         open, as vLLM leaves them.
-      - For a generation request, the queue limit: "waiting" is the number of requests
-        in the pending table (passed on, not yet answered) less the number the
-        scheduler says it runs in its latest STATUS (published on every change); a
-        request that finds max_queued_requests waiting gets 429 with Retry-After: 1.
-        So a request counts as waiting from the moment the frontend passes it on
-        (while it is tokenized, and while it waits in the scheduler's queue) until the
-        scheduler runs it.
+      - For a generation request, the queue limit: "waiting" is the number of prompts
+        in flight in the pending table (passed on, not yet answered) less the number
+        of requests the scheduler says it runs in its latest STATUS (published on every
+        change; each prompt is one request there); a request that finds
+        max_queued_requests waiting gets 429 with Retry-After: 1. So a prompt counts
+        as waiting from the moment the frontend passes it on (while it is tokenized,
+        and while it waits in the scheduler's queue) until the scheduler runs it.
 
-    Metrics (metrics.h): each pending request remembers when it arrived; its first
-    OUTPUT with text or tool calls (of any choice) gives the time to first token; each
-    later OUTPUT of a choice with new tokens the inter-token latency (the time since that
-    choice's previous one, spread over its new tokens: the sequences of one request run
-    side by side, so the time between two of them says nothing); the end of the last
-    choice the end-to-end latency, the finish reason and the usage (completion tokens
-    summed over the choices). The gauges come from the latest STATUS.
+    Metrics (metrics.h): each pending request remembers when it arrived; the first
+    OUTPUT of each of its prompts gives that prompt's time in the scheduler's queue
+    (queue_us); its first OUTPUT with text or tool calls (of any choice) gives the time
+    to first token; each later OUTPUT of a choice with new tokens the inter-token
+    latency (the time since that choice's previous one, spread over its new tokens: the
+    sequences of one request run side by side, so the time between two of them says
+    nothing); the end of the last
+    choice the end-to-end latency, the finish reason and the usage (prompt tokens summed
+    over the prompts, completion tokens over the choices). The gauges come from the
+    latest STATUS.
 
     TLS: with a certificate and key, the listener's connections go through OpenSSL
     (h2o's h2o_accept does the handshake when accept_ctx.ssl_ctx is set), and ALPN
@@ -186,24 +195,42 @@ typedef struct {
     uint32_t last_completion_tokens;    //  completion_tokens of that OUTPUT
 } choice_t;
 
+typedef struct _pending_t pending_t;
+
+//  One prompt of a request: one GENERATE, with a request id of its own, and its n
+//  choices. Lives in the request's pool, with its pending_t.
+typedef struct {
+    uint64_t id;                    //  its request id: key in server->pending while it
+                                    //  is in flight
+    pending_t *pending;             //  the request it belongs to
+    uint32_t index;                 //  0 .. n_prompts-1: its choices start at index * n
+    bool in_flight;                 //  in the table: sent, and neither finished nor
+                                    //  failed nor cancelled
+    uint32_t n_finished;            //  of its n choices, how many have finished
+    uint32_t prompt_tokens;         //  from its latest OUTPUT
+    bool output_seen;               //  its first OUTPUT came (its queue time is counted)
+    const char *echo;               //  completions with echo, streamed: its text, in
+                                    //  the request's pool, sent first for each choice
+    size_t echo_size;               //  bytes of it in front of each choice's text
+} prompt_t;
+
 //  One request waiting for its answer. Lives in the request's pool: h2o frees it
 //  (through s_pending_dispose) when it frees the request. Its choices are part of the
-//  same allocation, so they go with it.
-typedef struct {
+//  same allocation, and its prompts of the same pool, so they go with it.
+struct _pending_t {
     server_t *server;
     h2o_req_t *req;
     endpoint_t endpoint;
-    uint64_t id;                    //  key in server->pending
+    uint64_t id;                    //  that of its first prompt, for its answer and logs
     char id_text [CHAT_ID_SIZE];    //  "cmpl-..." or "chatcmpl-..."
     int64_t created;                //  unix seconds
     bool answered;                  //  out of the table: answered, failed or cancelled
-    uint32_t prompt_tokens;         //  the request's, from the latest OUTPUT
+    bool client_gone;               //  the probe found its HTTP/1 client gone
+    prompt_t *prompts;              //  n_prompts of them (1 .. COMPLETION_MAX_PROMPTS)
+    uint32_t n_prompts;
     //  Streamed
     bool stream;
     bool include_usage;             //  a usage chunk before [DONE]
-    const char *echo;               //  completions with echo, streamed: the prompt, in
-                                    //  the request's pool, sent first for every choice
-    size_t echo_size;               //  bytes of prompt in front of every choice's text
     bool want_logprobs;             //  answer with the tokens' log-probabilities
     bool started;                   //  h2o_start_response was called
     bool sending;                   //  an h2o_send waits for proceed
@@ -218,10 +245,11 @@ typedef struct {
     double arrived_at;              //  when the handler got the request
     bool text_seen;                 //  an OUTPUT with text or tool calls came
     //  Choices
-    uint32_t n;                     //  how many, 1 .. PROTO_MAX_N
+    uint32_t n;                     //  how many per prompt, 1 .. PROTO_MAX_N
+    uint32_t n_choices;             //  how many in all: n_prompts * n
     uint32_t n_finished;            //  how many have finished
-    choice_t choices [];            //  n of them, in index order
-} pending_t;
+    choice_t choices [];            //  n_choices of them, in index order
+};
 
 //  Our h2o handler: one for every path; it dispatches by itself.
 typedef struct {
@@ -251,7 +279,7 @@ struct _server_t {
     h2o_timeout_t ping_timeout;     //  PING_MSEC, for the ping_entry of each stream
     bool ping_timeout_ready;
     h2o_linklist_t connections;     //  of connection_t
-    zhashx_t *pending;              //  request id -> pending_t
+    zhashx_t *pending;              //  request id -> prompt_t in flight
     size_t live_requests;           //  pending_t not yet freed by h2o (answered or not)
     uint64_t next_id;
     uint64_t random_state;
@@ -581,8 +609,28 @@ s_chunk_object (pending_t *pending)
     return pending->endpoint == ENDPOINT_CHAT? "chat.completion.chunk": "text_completion";
 }
 
-//  Take pending out of the table: from now on nothing more is sent for it but what is
-//  already queued.
+//  The prompt is in flight: in the table by its request id, so that its OUTPUT and
+//  ERROR find it.
+static void
+s_prompt_take_off (prompt_t *prompt)
+{
+    zhashx_insert (prompt->pending->server->pending, &prompt->id, prompt);
+    prompt->in_flight = true;
+}
+
+//  The prompt is no longer in flight (finished, failed, cancelled, or never sent):
+//  out of the table. Nothing happens when it was not in it.
+static void
+s_prompt_land (prompt_t *prompt)
+{
+    if (prompt->in_flight) {
+        zhashx_delete (prompt->pending->server->pending, &prompt->id);
+        prompt->in_flight = false;
+    }
+}
+
+//  Take pending out of the table (every prompt of it): from now on nothing more is sent
+//  for it but what is already queued.
 static void
 s_pending_close (pending_t *pending)
 {
@@ -590,7 +638,8 @@ s_pending_close (pending_t *pending)
     pending->answered = true;
     if (h2o_timeout_is_linked (&pending->ping_entry))
         h2o_timeout_unlink (&pending->ping_entry);
-    zhashx_delete (server->pending, &pending->id);
+    for (uint32_t index = 0; index < pending->n_prompts; index++)
+        s_prompt_land (&pending->prompts [index]);
     s_check_drained (server);
 }
 
@@ -607,6 +656,16 @@ s_send_cancel (server_t *server, uint64_t request_id)
     s_check_input (server);
 }
 
+//  CANCEL every prompt of pending that is still in flight (they leave the table with
+//  s_pending_close).
+static void
+s_pending_cancel (pending_t *pending)
+{
+    for (uint32_t index = 0; index < pending->n_prompts; index++)
+        if (pending->prompts [index].in_flight)
+            s_send_cancel (pending->server, pending->prompts [index].id);
+}
+
 //  The client is gone (h2o stops the generator or frees the request): cancel what has
 //  not been answered.
 static void
@@ -614,7 +673,7 @@ s_pending_abandon (pending_t *pending)
 {
     if (!pending->answered) {
         zlog (ZLOG_INFO, ACTOR, pending->id, "client went away: cancelled");
-        s_send_cancel (pending->server, pending->id);
+        s_pending_cancel (pending);
         s_pending_close (pending);
     }
 }
@@ -630,7 +689,7 @@ s_pending_dispose (void *data)
         h2o_timeout_unlink (&pending->ping_entry);
     s_buffer_free (&pending->queue);
     s_buffer_free (&pending->inflight);
-    for (uint32_t index = 0; index < pending->n; index++) {
+    for (uint32_t index = 0; index < pending->n_choices; index++) {
         s_buffer_free (&pending->choices [index].text);
         chat_tool_calls_destroy (&pending->choices [index].tool_calls);
         json_decref (pending->choices [index].logprobs);
@@ -695,8 +754,32 @@ s_stream_queue_done (pending_t *pending)
     pending->final_queued = true;
 }
 
+//  A completion with echo opens each choice with its prompt's text (a chunk of its
+//  own). Returns -1 when out of memory.
+static int
+s_stream_queue_echo (pending_t *pending)
+{
+    for (uint32_t prompt_index = 0; prompt_index < pending->n_prompts; prompt_index++) {
+        prompt_t *prompt = &pending->prompts [prompt_index];
+        if (!prompt->echo)
+            continue;
+        for (uint32_t index = prompt_index * pending->n;
+             index < (prompt_index + 1) * pending->n; index++) {
+            if (s_stream_queue_event (pending,
+                    completion_chunk_json (pending->id_text, pending->created,
+                                           pending->server->args->model_name, index,
+                                           prompt->echo, prompt->echo_size, NULL,
+                                           pending->include_usage, NULL, 0)) != 0)
+                return -1;
+            pending->choices [index].streamed = prompt->echo_size;
+        }
+    }
+    return 0;
+}
+
 //  Start the response (status and headers go with the first send); a chat stream opens
-//  with a role chunk for each choice, as OpenAI's does. Returns -1 when out of memory.
+//  with a role chunk for each choice, as OpenAI's does, a completion with echo with
+//  each choice's prompt. Returns -1 when out of memory.
 static int
 s_stream_start (pending_t *pending)
 {
@@ -714,21 +797,9 @@ s_stream_start (pending_t *pending)
     pending->generator.proceed = s_on_stream_proceed;
     pending->generator.stop = s_on_stream_stop;
     h2o_start_response (req, &pending->generator);
-    if (pending->echo) {
-        for (uint32_t index = 0; index < pending->n; index++)
-            if (s_stream_queue_event (pending,
-                    completion_chunk_json (pending->id_text, pending->created,
-                                           server->args->model_name, index, pending->echo,
-                                           pending->echo_size, NULL,
-                                           pending->include_usage, NULL, 0)) != 0)
-                return -1;
-        for (uint32_t index = 0; index < pending->n; index++)
-            pending->choices [index].streamed = pending->echo_size;
-        return 0;
-    }
-    if (pending->endpoint != ENDPOINT_CHAT)
-        return 0;
-    for (uint32_t index = 0; index < pending->n; index++)
+    if (pending->endpoint == ENDPOINT_COMPLETIONS)
+        return s_stream_queue_echo (pending);
+    for (uint32_t index = 0; index < pending->n_choices; index++)
         if (s_stream_queue_event (pending,
                 chat_chunk_role_json (pending->id_text, pending->created,
                                       server->args->model_name, index,
@@ -796,15 +867,15 @@ s_on_ping (h2o_timeout_entry_t *entry)
 //  Answers to pending requests
 
 //  Answer pending with an OpenAI error body (within the stream when it has started:
-//  an error event, then [DONE]); cancel it downstream when asked.
+//  an error event, then [DONE]), and CANCEL its prompts still in flight (a prompt that
+//  failed downstream, or was never sent, must have landed first).
 static void
-s_pending_fail (pending_t *pending, int status, const char *message, bool cancel)
+s_pending_fail (pending_t *pending, int status, const char *message)
 {
     server_t *server = pending->server;
     h2o_req_t *req = pending->req;
     zlog (ZLOG_INFO, ACTOR, pending->id, "answered %d: %s", status, message);
-    if (cancel)
-        s_send_cancel (server, pending->id);
+    s_pending_cancel (pending);
     s_pending_close (pending);
     if (server->draining || server->terminating)
         req->http1_is_persistent = 0;
@@ -818,35 +889,36 @@ s_pending_fail (pending_t *pending, int status, const char *message, bool cancel
         s_send_error (req, status, NULL, NULL, message);
 }
 
-//  Answer every pending request with this error.
+//  Answer every pending request with this error, cancelling what is in flight.
 static void
-s_fail_all (server_t *server, int status, const char *message, bool cancel)
+s_fail_all (server_t *server, int status, const char *message)
 {
-    pending_t *pending;
-    while ((pending = (pending_t *) zhashx_first (server->pending)))
-        s_pending_fail (pending, status, message, cancel);
+    prompt_t *prompt;
+    while ((prompt = (prompt_t *) zhashx_first (server->pending)))
+        s_pending_fail (prompt->pending, status, message);
 }
 
-//  The choice an OUTPUT is for, or NULL when it must be skipped: its index names no
-//  choice of the request (the request has then been failed: an answer that waits for
-//  a choice that will never come would hang), or that choice has already finished.
+//  The choice an OUTPUT of this prompt is for, or NULL when it must be skipped: its
+//  index names no choice of the prompt (the request has then been failed: an answer
+//  that waits for a choice that will never come would hang), or that choice has
+//  already finished.
 static choice_t *
-s_output_choice (pending_t *pending, const proto_msg_t *output)
+s_output_choice (pending_t *pending, prompt_t *prompt, const proto_msg_t *output)
 {
     if (output->index >= pending->n) {
-        zlog (ZLOG_WARN, ACTOR, pending->id, "OUTPUT for choice %u of a request with %u",
+        zlog (ZLOG_WARN, ACTOR, prompt->id, "OUTPUT for choice %u of a prompt with %u",
               output->index, pending->n);
         s_pending_fail (pending, 500, "internal error: the model pipeline answered for a "
-                        "choice the request does not have", true);
+                        "choice the request does not have");
         return NULL;
     }
-    choice_t *choice = &pending->choices [output->index];
+    choice_t *choice = &pending->choices [prompt->index * pending->n + output->index];
     if (choice->finish != PROTO_FINISH_NONE) {
-        zlog (ZLOG_WARN, ACTOR, pending->id, "OUTPUT for choice %u after it finished, "
+        zlog (ZLOG_WARN, ACTOR, prompt->id, "OUTPUT for choice %u after it finished, "
               "skipped", output->index);
         return NULL;
     }
-    pending->prompt_tokens = output->prompt_tokens;
+    prompt->prompt_tokens = output->prompt_tokens;
     choice->completion_tokens = output->completion_tokens;
     return choice;
 }
@@ -865,15 +937,20 @@ s_output_tool_calls (pending_t *pending, const proto_msg_t *output)
     return output->tool_calls;
 }
 
-//  What an OUTPUT tells the metrics: the request's first with text or tool calls gives
-//  the time to first token; each later one of the same choice with new tokens, the
-//  time since that choice's previous one, spread over them.
+//  What an OUTPUT tells the metrics: a prompt's first gives its time in the scheduler's
+//  queue; the request's first with text or tool calls gives the time to first token;
+//  each later one of the same choice with new tokens, the time since that choice's
+//  previous one, spread over them.
 static void
-s_pending_observe (pending_t *pending, choice_t *choice, const proto_msg_t *output,
-                   bool has_text)
+s_pending_observe (pending_t *pending, prompt_t *prompt, choice_t *choice,
+                   const proto_msg_t *output, bool has_text)
 {
     metrics_t *metrics = pending->server->metrics;
     double now = s_now ();
+    if (!prompt->output_seen) {
+        prompt->output_seen = true;
+        metrics_queue_time (metrics, (double) output->queue_us * 1e-6);
+    }
     if (has_text && !pending->text_seen) {
         pending->text_seen = true;
         metrics_time_to_first_token (metrics, now - pending->arrived_at);
@@ -895,36 +972,109 @@ s_pending_observe (pending_t *pending, choice_t *choice, const proto_msg_t *outp
     }
 }
 
-//  The choice's last OUTPUT came. Returns true when it was the request's last choice.
+//  The choice's last OUTPUT came; when it was its prompt's last choice, the prompt
+//  lands. Returns true when it was the request's last choice.
 static bool
-s_choice_finish (pending_t *pending, choice_t *choice, const proto_msg_t *output)
+s_choice_finish (pending_t *pending, prompt_t *prompt, choice_t *choice,
+                 const proto_msg_t *output)
 {
     choice->finish = output->finish;
     pending->n_finished++;
-    return pending->n_finished == pending->n;
+    prompt->n_finished++;
+    if (prompt->n_finished == pending->n)
+        s_prompt_land (prompt);
+    return pending->n_finished == pending->n_choices;
+}
+
+//  The request's prompt tokens: the sum over its prompts.
+static uint32_t
+s_pending_prompt_tokens (pending_t *pending)
+{
+    uint64_t sum = 0;
+    for (uint32_t index = 0; index < pending->n_prompts; index++)
+        sum += pending->prompts [index].prompt_tokens;
+    return sum > UINT32_MAX? UINT32_MAX: (uint32_t) sum;
 }
 
 //  Every choice has finished: count the request in the metrics, log it, and return
 //  its completion tokens (the sum over the choices). One request, one finish reason:
 //  that of choice 0 (request_success_total counts requests, not sequences; with n = 1
-//  it is the only one).
+//  and one prompt it is the only one).
 static uint32_t
 s_pending_finished (pending_t *pending)
 {
     uint64_t sum = 0;
-    for (uint32_t index = 0; index < pending->n; index++)
+    for (uint32_t index = 0; index < pending->n_choices; index++)
         sum += pending->choices [index].completion_tokens;
     uint32_t completion_tokens = sum > UINT32_MAX? UINT32_MAX: (uint32_t) sum;
+    uint32_t prompt_tokens = s_pending_prompt_tokens (pending);
     const char *finish = proto_finish_name (pending->choices [0].finish);
-    metrics_request_finished (pending->server->metrics, finish, pending->prompt_tokens,
+    metrics_request_finished (pending->server->metrics, finish, prompt_tokens,
                               completion_tokens, s_now () - pending->arrived_at);
-    char choices [32] = "";
+    char choices [64] = "";
+    if (pending->n_prompts > 1)
+        snprintf (choices, sizeof choices, " in %u choices of %u prompts",
+                  pending->n_choices, pending->n_prompts);
+    else
     if (pending->n > 1)
         snprintf (choices, sizeof choices, " in %u choices", pending->n);
     zlog (ZLOG_INFO, ACTOR, pending->id, "completed%s: %s, %u prompt + %u completion tokens%s",
-          pending->stream? " (streamed)": "", finish? finish: "?", pending->prompt_tokens,
+          pending->stream? " (streamed)": "", finish? finish: "?", prompt_tokens,
           completion_tokens, choices);
     return completion_tokens;
+}
+
+//  The body of a finished chat completion; logprobs holds each choice's entries as
+//  JSON text (or NULL). NULL when out of memory.
+static char *
+s_chat_body (pending_t *pending, char **logprobs, uint32_t completion_tokens)
+{
+    server_t *server = pending->server;
+    chat_choice_t *choices = (chat_choice_t *) calloc (pending->n_choices,
+                                                       sizeof (chat_choice_t));
+    if (!choices)
+        return NULL;
+    for (uint32_t index = 0; index < pending->n_choices; index++) {
+        choice_t *choice = &pending->choices [index];
+        const char *finish = proto_finish_name (choice->finish);
+        choices [index].content = choice->text.data;
+        choices [index].content_size = choice->text.size;
+        choices [index].tool_calls = choice->tool_calls;
+        choices [index].finish_reason = finish? finish: "stop";
+        choices [index].logprobs = logprobs [index];
+    }
+    char *body = chat_response_json (pending->id_text, pending->created,
+                                     server->args->model_name, s_response_role (server),
+                                     choices, pending->n_choices,
+                                     s_pending_prompt_tokens (pending), completion_tokens);
+    free (choices);
+    return body;
+}
+
+//  The body of a finished completion, as s_chat_body.
+static char *
+s_completion_body (pending_t *pending, char **logprobs, uint32_t completion_tokens)
+{
+    completion_choice_t *choices = (completion_choice_t *) calloc (
+        pending->n_choices, sizeof (completion_choice_t));
+    if (!choices)
+        return NULL;
+    for (uint32_t index = 0; index < pending->n_choices; index++) {
+        choice_t *choice = &pending->choices [index];
+        const char *finish = proto_finish_name (choice->finish);
+        choices [index].text = choice->text.data;
+        choices [index].text_size = choice->text.size;
+        choices [index].finish_reason = finish? finish: "stop";
+        choices [index].logprobs = logprobs [index];
+        choices [index].text_offset = pending->prompts [index / pending->n].echo_size;
+    }
+    char *body = completion_response_json (pending->id_text, pending->created,
+                                           pending->server->args->model_name, choices,
+                                           pending->n_choices,
+                                           s_pending_prompt_tokens (pending),
+                                           completion_tokens);
+    free (choices);
+    return body;
 }
 
 //  The whole answer of a request that is not streamed: every choice, in index order.
@@ -935,45 +1085,22 @@ s_pending_complete (pending_t *pending)
     h2o_req_t *req = pending->req;
     uint32_t completion_tokens = s_pending_finished (pending);
     //  Each choice's log-probabilities as JSON text, when asked ("[]" when none came).
-    char *logprobs [PROTO_MAX_N] = { NULL };
-    for (uint32_t index = 0; pending->want_logprobs && index < pending->n; index++) {
-        json_t *entries = pending->choices [index].logprobs;
-        logprobs [index] = entries? json_dumps (entries, JSON_COMPACT): strdup ("[]");
-    }
-    char *body;
-    if (pending->endpoint == ENDPOINT_CHAT) {
-        chat_choice_t choices [PROTO_MAX_N];
-        for (uint32_t index = 0; index < pending->n; index++) {
-            choice_t *choice = &pending->choices [index];
-            const char *finish = proto_finish_name (choice->finish);
-            choices [index].content = choice->text.data;
-            choices [index].content_size = choice->text.size;
-            choices [index].tool_calls = choice->tool_calls;
-            choices [index].finish_reason = finish? finish: "stop";
-            choices [index].logprobs = logprobs [index];
+    char **logprobs = (char **) calloc (pending->n_choices, sizeof (char *));
+    char *body = NULL;
+    if (logprobs) {
+        for (uint32_t index = 0; pending->want_logprobs && index < pending->n_choices;
+             index++) {
+            json_t *entries = pending->choices [index].logprobs;
+            logprobs [index] = entries? json_dumps (entries, JSON_COMPACT): strdup ("[]");
         }
-        body = chat_response_json (pending->id_text, pending->created,
-                                   server->args->model_name, s_response_role (server),
-                                   choices, pending->n, pending->prompt_tokens,
-                                   completion_tokens);
+        if (pending->endpoint == ENDPOINT_CHAT)
+            body = s_chat_body (pending, logprobs, completion_tokens);
+        else
+            body = s_completion_body (pending, logprobs, completion_tokens);
+        for (uint32_t index = 0; index < pending->n_choices; index++)
+            free (logprobs [index]);
+        free (logprobs);
     }
-    else {
-        completion_choice_t choices [PROTO_MAX_N];
-        for (uint32_t index = 0; index < pending->n; index++) {
-            choice_t *choice = &pending->choices [index];
-            const char *finish = proto_finish_name (choice->finish);
-            choices [index].text = choice->text.data;
-            choices [index].text_size = choice->text.size;
-            choices [index].finish_reason = finish? finish: "stop";
-            choices [index].logprobs = logprobs [index];
-            choices [index].text_offset = pending->echo_size;
-        }
-        body = completion_response_json (pending->id_text, pending->created,
-                                         server->args->model_name, choices, pending->n,
-                                         pending->prompt_tokens, completion_tokens);
-    }
-    for (uint32_t index = 0; index < pending->n; index++)
-        free (logprobs [index]);
     s_pending_close (pending);
     if (server->draining)
         req->http1_is_persistent = 0;
@@ -983,14 +1110,14 @@ s_pending_complete (pending_t *pending)
 //  An OUTPUT for a request that is not streamed: gather it into its choice; answer
 //  when the last choice finishes.
 static void
-s_pending_gather (pending_t *pending, const proto_msg_t *output)
+s_pending_gather (pending_t *pending, prompt_t *prompt, const proto_msg_t *output)
 {
-    choice_t *choice = s_output_choice (pending, output);
+    choice_t *choice = s_output_choice (pending, prompt, output);
     if (!choice)
         return;
     const char *text = output->text? output->text: "";
     const char *tool_calls = s_output_tool_calls (pending, output);
-    s_pending_observe (pending, choice, output, *text || tool_calls);
+    s_pending_observe (pending, prompt, choice, output, *text || tool_calls);
     int rc = s_buffer_append (&choice->text, text, strlen (text));
     if (rc == 0 && output->logprobs && pending->want_logprobs) {
         json_t *entries = json_loads (output->logprobs, 0, NULL);
@@ -1006,27 +1133,29 @@ s_pending_gather (pending_t *pending, const proto_msg_t *output)
         rc = choice->tool_calls? chat_tool_calls_add (choice->tool_calls, tool_calls): -1;
     }
     if (rc != 0)
-        s_pending_fail (pending, 500, "out of memory", true);
+        s_pending_fail (pending, 500, "out of memory");
     else
-    if (output->finish != PROTO_FINISH_NONE && s_choice_finish (pending, choice, output))
+    if (output->finish != PROTO_FINISH_NONE
+    &&  s_choice_finish (pending, prompt, choice, output))
         s_pending_complete (pending);
 }
 
 //  An OUTPUT for a streamed request: its chunks, and at the end of its choice the
-//  finish chunk; after the last choice, the usage chunk when asked for, and [DONE].
+//  finish chunk; after the last choice (of every prompt), the usage chunk when asked
+//  for, and [DONE].
 static void
-s_pending_stream (pending_t *pending, const proto_msg_t *output)
+s_pending_stream (pending_t *pending, prompt_t *prompt, const proto_msg_t *output)
 {
     server_t *server = pending->server;
     const char *model = server->args->model_name;
-    choice_t *choice = s_output_choice (pending, output);
+    choice_t *choice = s_output_choice (pending, prompt, output);
     if (!choice)
         return;
-    uint32_t index = output->index;
+    uint32_t index = prompt->index * pending->n + output->index;
     const char *text = output->text? output->text: "";
     size_t text_size = strlen (text);
     const char *tool_calls = s_output_tool_calls (pending, output);
-    s_pending_observe (pending, choice, output, text_size > 0 || tool_calls);
+    s_pending_observe (pending, prompt, choice, output, text_size > 0 || tool_calls);
     //  A token's log-probabilities go with its text; a token that gives no text yet (a
     //  character split over tokens) sends them in a chunk of its own.
     const char *logprobs = pending->want_logprobs? output->logprobs: NULL;
@@ -1044,7 +1173,7 @@ s_pending_stream (pending_t *pending, const proto_msg_t *output)
                                    logprobs, choice->streamed));
     choice->streamed += text_size;
     if (rc != 0) {
-        s_pending_fail (pending, 500, "out of memory", true);
+        s_pending_fail (pending, 500, "out of memory");
         return;
     }
     if (output->finish == PROTO_FINISH_NONE) {
@@ -1061,10 +1190,10 @@ s_pending_stream (pending_t *pending, const proto_msg_t *output)
             completion_chunk_json (pending->id_text, pending->created, model, index,
                                    "", 0, finish, pending->include_usage, NULL, 0));
     if (rc != 0) {
-        s_pending_fail (pending, 500, "out of memory", true);
+        s_pending_fail (pending, 500, "out of memory");
         return;
     }
-    if (!s_choice_finish (pending, choice, output)) {
+    if (!s_choice_finish (pending, prompt, choice, output)) {
         s_stream_flush (pending);
         return;
     }
@@ -1072,8 +1201,9 @@ s_pending_stream (pending_t *pending, const proto_msg_t *output)
     if (pending->include_usage
     &&  s_stream_queue_event (pending,
             usage_chunk_json (pending->id_text, s_chunk_object (pending), pending->created,
-                              model, pending->prompt_tokens, completion_tokens)) != 0) {
-        s_pending_fail (pending, 500, "out of memory", true);
+                              model, s_pending_prompt_tokens (pending),
+                              completion_tokens)) != 0) {
+        s_pending_fail (pending, 500, "out of memory");
         return;
     }
     s_pending_close (pending);
@@ -1111,26 +1241,29 @@ s_on_probe (h2o_timeout_entry_t *entry)
     server_t *server = H2O_STRUCT_FROM_MEMBER (server_t, probe_entry, entry);
     if (server->terminating)
         return;
-    //  Gather first: answering takes requests out of the table.
+    //  Gather first: answering takes requests out of the table. A request with several
+    //  prompts in flight is in the table several times: it is looked at once.
     zlistx_t *gone = NULL;
-    pending_t *pending = (pending_t *) zhashx_first (server->pending);
-    while (pending) {
-        if (s_client_gone (pending)) {
+    prompt_t *prompt = (prompt_t *) zhashx_first (server->pending);
+    while (prompt) {
+        pending_t *pending = prompt->pending;
+        if (!pending->client_gone && s_client_gone (pending)) {
+            pending->client_gone = true;
             if (!gone)
                 gone = zlistx_new ();
             if (gone)
                 zlistx_add_end (gone, pending);
         }
-        pending = (pending_t *) zhashx_next (server->pending);
+        prompt = (prompt_t *) zhashx_next (server->pending);
     }
     if (gone) {
-        pending = (pending_t *) zlistx_first (gone);
+        pending_t *pending = (pending_t *) zlistx_first (gone);
         while (pending) {
             zlog (ZLOG_INFO, ACTOR, pending->id, "client closed the connection: cancelled");
             //  The answer goes into a closed socket; h2o then closes the connection
             //  and frees the request.
             pending->req->http1_is_persistent = 0;
-            s_pending_fail (pending, 499, "client closed request", true);
+            s_pending_fail (pending, 499, "client closed request");
             pending = (pending_t *) zlistx_next (gone);
         }
         zlistx_destroy (&gone);
@@ -1163,9 +1296,10 @@ s_accepting (server_t *server, h2o_req_t *req)
     return true;
 }
 
-//  Requests passed on and not yet running: those in the pending table less those the
-//  scheduler runs (its latest STATUS). A request that finishes in the scheduler before
-//  its last OUTPUT reaches us may count as waiting for that moment; hence the floor.
+//  Requests passed on and not yet running: the prompts in flight in the pending table
+//  (each is one request for the scheduler) less the requests the scheduler runs (its
+//  latest STATUS). A request that finishes in the scheduler before its last OUTPUT
+//  reaches us may count as waiting for that moment; hence the floor.
 static uint32_t
 s_waiting (server_t *server)
 {
@@ -1192,112 +1326,180 @@ s_queue_full (server_t *server, h2o_req_t *req)
     return true;
 }
 
-//  A request's record until it is answered, in the table by its new id; n choices (1 ..
-//  PROTO_MAX_N) come in the same allocation.
-static pending_t *
-s_pending_new (server_t *server, h2o_req_t *req, endpoint_t endpoint, uint32_t n,
-               double arrived_at)
+//  A new request id, below 2^63 (PROTO_MAX_REQUEST_ID) and never 0 ("no request" in
+//  logs).
+static uint64_t
+s_next_request_id (server_t *server)
 {
-    size_t size = sizeof (pending_t) + n * sizeof (choice_t);
+    uint64_t id = server->next_id++ & PROTO_MAX_REQUEST_ID;
+    if (id == 0)
+        id = server->next_id++ & PROTO_MAX_REQUEST_ID;
+    return id;
+}
+
+//  A request's record until it is answered: n_prompts prompts (1 ..
+//  COMPLETION_MAX_PROMPTS), each with a new request id (in the table once it is sent,
+//  s_pending_send), and n choices (1 .. PROTO_MAX_N) for each prompt, in the same
+//  allocation as the record.
+static pending_t *
+s_pending_new (server_t *server, h2o_req_t *req, endpoint_t endpoint, uint32_t n_prompts,
+               uint32_t n, double arrived_at)
+{
+    uint32_t n_choices = n_prompts * n;
+    size_t size = sizeof (pending_t) + n_choices * sizeof (choice_t);
     pending_t *pending = (pending_t *) h2o_mem_alloc_shared (&req->pool, size,
                                                              s_pending_dispose);
     memset (pending, 0, size);
     pending->n = n;
+    pending->n_choices = n_choices;
     pending->server = server;
     pending->req = req;
     pending->endpoint = endpoint;
     server->live_requests++;
-    //  Request ids are below 2^63 (PROTO_MAX_REQUEST_ID); 0 means "no request" in logs.
-    pending->id = server->next_id++ & PROTO_MAX_REQUEST_ID;
-    if (pending->id == 0)
-        pending->id = server->next_id++ & PROTO_MAX_REQUEST_ID;
+    pending->prompts = (prompt_t *) h2o_mem_alloc_pool (&req->pool,
+                                                        n_prompts * sizeof (prompt_t));
+    memset (pending->prompts, 0, n_prompts * sizeof (prompt_t));
+    pending->n_prompts = n_prompts;
+    for (uint32_t index = 0; index < n_prompts; index++) {
+        prompt_t *prompt = &pending->prompts [index];
+        prompt->id = s_next_request_id (server);
+        prompt->pending = pending;
+        prompt->index = index;
+    }
+    pending->id = pending->prompts [0].id;
     if (endpoint == ENDPOINT_CHAT)
         chat_id_format (pending->id, pending->id_text);
     else
         completion_id_format (pending->id, pending->id_text);
     pending->created = (int64_t) time (NULL);
     pending->arrived_at = arrived_at;
-    zhashx_insert (server->pending, &pending->id, pending);
     return pending;
 }
 
-//  Send msg to the tokenizer for pending; a message over the protocol's limits is a
-//  413, a tokenizer that cannot be reached a 503.
-static void
-s_pending_send (pending_t *pending, const proto_msg_t *msg)
+//  Send msg to the tokenizer for this prompt of pending, which then is in flight.
+//  Returns 0, or -1 when it could not be sent: the request has then been failed (a
+//  message over the protocol's limits is a 413, a tokenizer that cannot be reached a
+//  503), its prompts sent before this one cancelled.
+static int
+s_pending_send (pending_t *pending, prompt_t *prompt, const proto_msg_t *msg)
 {
     server_t *server = pending->server;
     int rc = proto_send (msg, server->tokenizer);
     int send_errno = errno;
     s_check_input (server);
-    if (rc != 0 && send_errno == EINVAL)     //  refused by proto_encode: over its limits
-        s_pending_fail (pending, 413, "the request is too large", false);
-    else
-    if (rc != 0) {
+    if (rc == 0) {
+        s_prompt_take_off (prompt);
+        return 0;
+    }
+    if (send_errno == EINVAL)               //  refused by proto_encode: over its limits
+        s_pending_fail (pending, 413, "the request is too large");
+    else {
         char message [200];
         snprintf (message, sizeof message,
                   "the request could not be passed on to the model pipeline (%s)",
                   strerror (send_errno));
-        s_pending_fail (pending, 503, message, false);
+        s_pending_fail (pending, 503, message);
     }
+    return -1;
 }
 
-//  A validated request: its pending_t, and GENERATE to the tokenizer with the prompt
-//  (text) or the chat (JSON).
-static void
-s_generate (server_t *server, h2o_req_t *req, endpoint_t endpoint, const char *text,
-            const char *chat, const generation_options_t *options, double arrived_at)
+//  echo: each prompt's text opens each of its choices' text (streamed: kept for their
+//  first chunks, s_stream_queue_echo). Token-id prompts have no text here (the parser
+//  refuses echo with them). Returns -1 when out of memory.
+static int
+s_pending_echo (pending_t *pending, const completion_prompt_t *prompts)
 {
-    //  n is 1 .. PROTO_MAX_N (validated).
-    uint32_t n = options->n >= 1 && options->n <= PROTO_MAX_N? options->n: 1;
-    pending_t *pending = s_pending_new (server, req, endpoint, n, arrived_at);
-    pending->stream = options->stream;
-    //  echo: the prompt opens every choice's text (streamed: its first chunk).
-    pending->want_logprobs = options->want_logprobs;
-    if (options->echo && text && endpoint == ENDPOINT_COMPLETIONS) {
+    for (uint32_t prompt_index = 0; prompt_index < pending->n_prompts; prompt_index++) {
+        prompt_t *prompt = &pending->prompts [prompt_index];
+        const char *text = prompts [prompt_index].text;
+        if (!text)
+            continue;
         size_t size = strlen (text);
-        pending->echo_size = size;
+        prompt->echo_size = size;
         if (pending->stream) {
-            char *copy = (char *) h2o_mem_alloc_pool (&req->pool, size + 1);
+            char *copy = (char *) h2o_mem_alloc_pool (&pending->req->pool, size + 1);
             memcpy (copy, text, size + 1);
-            pending->echo = copy;
+            prompt->echo = copy;
+            continue;
         }
-        else
-        for (uint32_t index = 0; index < n; index++)
-            if (s_buffer_append (&pending->choices [index].text, text, size) != 0) {
-                s_pending_fail (pending, 500, "out of memory", false);
-                return;
-            }
+        for (uint32_t index = prompt_index * pending->n;
+             index < (prompt_index + 1) * pending->n; index++)
+            if (s_buffer_append (&pending->choices [index].text, text, size) != 0)
+                return -1;
     }
+    return 0;
+}
+
+//  The GENERATE fields every prompt of a request shares, borrowed from options (the
+//  message is never reset): sampling, limits, stops, n, best_of, beam search and the
+//  output options. The caller sets request_id, the prompt and the seed.
+static void
+s_generate_fill (proto_msg_t *generate, const generation_options_t *options, uint32_t n)
+{
+    generate->kind = PROTO_GENERATE;
+    generate->max_tokens = options->max_tokens;
+    generate->sampling = options->sampling;     //  its logit_bias arrays borrowed too
+    generate->ignore_eos = options->ignore_eos;
+    generate->n = n;
+    //  Beam search runs best_of beams, or n: the scheduler is told the width.
+    generate->best_of = options->use_beam_search? generation_options_width (options)
+                                                : options->best_of;
+    generate->use_beam_search = options->use_beam_search;
+    generate->length_penalty = options->length_penalty;
+    generate->early_stopping = options->early_stopping;
+    generate->want_logprobs = options->want_logprobs;
+    generate->include_stop_str_in_output = options->include_stop_str_in_output;
+    generate->keep_special_tokens = options->keep_special_tokens;
+    generate->stops = options->n_stops? options->stops: NULL;
+    generate->n_stops = options->n_stops;
+    generate->stop_tokens = options->n_stop_token_ids? (uint32_t *) options->stop_token_ids
+                                                    : NULL;
+    generate->n_stop_tokens = options->n_stop_token_ids;
+}
+
+//  A validated request: its pending_t, and a GENERATE to the tokenizer for each prompt
+//  (prompts, n_prompts of them: text or token ids) or for the chat (JSON; prompts NULL
+//  and n_prompts 1). Without a seed, each prompt gets a random one.
+static void
+s_generate (server_t *server, h2o_req_t *req, endpoint_t endpoint,
+            const completion_prompt_t *prompts, uint32_t n_prompts, const char *chat,
+            const generation_options_t *options, double arrived_at)
+{
+    //  n is 1 .. PROTO_MAX_N and n_prompts 1 .. COMPLETION_MAX_PROMPTS (validated).
+    uint32_t n = options->n >= 1 && options->n <= PROTO_MAX_N? options->n: 1;
+    pending_t *pending = s_pending_new (server, req, endpoint, n_prompts, n, arrived_at);
+    pending->stream = options->stream;
+    pending->want_logprobs = options->want_logprobs;
     pending->include_usage = options->include_usage;
+    if (options->echo && prompts && s_pending_echo (pending, prompts) != 0) {
+        s_pending_fail (pending, 500, "out of memory");
+        return;
+    }
     pending->ping_entry.cb = s_on_ping;
     if (pending->stream)
         h2o_timeout_link (server->loop, &server->ping_timeout, &pending->ping_entry);
 
     proto_msg_t generate = PROTO_MSG_INIT;
-    generate.kind = PROTO_GENERATE;
-    generate.request_id = pending->id;
-    generate.text = (char *) text;      //  borrowed, as the rest: generate is not reset
-    generate.chat = (char *) chat;
-    generate.max_tokens = options->max_tokens;
-    generate.sampling = options->sampling;  //  its logit_bias arrays borrowed too
-    if (!options->has_seed)
-        generate.sampling.seed = s_random (server);
-    generate.ignore_eos = options->ignore_eos;
-    generate.best_of = options->best_of;
-    generate.want_logprobs = options->want_logprobs;
-    generate.n = pending->n;
-    generate.stops = options->n_stops? options->stops: NULL;
-    generate.n_stops = options->n_stops;
-    generate.stop_tokens = options->n_stop_token_ids? (uint32_t *) options->stop_token_ids
-                                                   : NULL;
-    generate.n_stop_tokens = options->n_stop_token_ids;
-    zlog (ZLOG_DEBUG, ACTOR, pending->id,
-          "GENERATE %s n=%u max_tokens=%u temperature=%g stops=%u%s",
-          endpoint == ENDPOINT_CHAT? "chat": "prompt", generate.n, generate.max_tokens,
-          (double) generate.sampling.temperature, generate.n_stops,
-          pending->stream? " stream": "");
-    s_pending_send (pending, &generate);
+    s_generate_fill (&generate, options, n);
+    generate.chat = (char *) chat;              //  borrowed, as the prompts
+    for (uint32_t index = 0; index < n_prompts; index++) {
+        prompt_t *prompt = &pending->prompts [index];
+        generate.request_id = prompt->id;
+        generate.text = prompts? prompts [index].text: NULL;
+        generate.tokens = prompts? prompts [index].tokens: NULL;
+        generate.n_tokens = prompts? prompts [index].n_tokens: 0;
+        if (!options->has_seed)
+            generate.sampling.seed = s_random (server);
+        zlog (ZLOG_DEBUG, ACTOR, prompt->id,
+              "GENERATE %s%s n=%u best_of=%u%s max_tokens=%u temperature=%g stops=%u%s",
+              chat? "chat": generate.tokens? "token prompt": "prompt",
+              n_prompts > 1? " (one of several)": "", generate.n, generate.best_of,
+              generate.use_beam_search? " beam search": "", generate.max_tokens,
+              (double) generate.sampling.temperature, generate.n_stops,
+              pending->stream? " stream": "");
+        if (s_pending_send (pending, prompt, &generate) != 0)
+            return;
+    }
 }
 
 //  POST /tokenize and /detokenize: the tokenizer answers with TOKENS or OUTPUT
@@ -1314,7 +1516,7 @@ s_handle_tokenize (server_t *server, h2o_req_t *req, endpoint_t endpoint)
         s_send_json_owned (req, error.status, api_error_to_json (&error));
         return;
     }
-    pending_t *pending = s_pending_new (server, req, endpoint, 1, s_now ());
+    pending_t *pending = s_pending_new (server, req, endpoint, 1, 1, s_now ());
     proto_msg_t msg = PROTO_MSG_INIT;
     msg.kind = endpoint == ENDPOINT_TOKENIZE? PROTO_TOKENIZE: PROTO_DETOKENIZE;
     msg.request_id = pending->id;
@@ -1322,7 +1524,7 @@ s_handle_tokenize (server_t *server, h2o_req_t *req, endpoint_t endpoint)
     msg.add_special_tokens = request.add_special_tokens;
     msg.tokens = request.tokens;
     msg.n_tokens = request.n_tokens;
-    s_pending_send (pending, &msg);
+    s_pending_send (pending, &pending->prompts [0], &msg);
     tokenize_request_reset (&request);
 }
 
@@ -1353,8 +1555,8 @@ s_handle_completion (server_t *server, h2o_req_t *req)
         s_send_json_owned (req, error.status, api_error_to_json (&error));
         return;
     }
-    s_generate (server, req, ENDPOINT_COMPLETIONS, request.prompt, NULL, &request.options,
-                arrived_at);
+    s_generate (server, req, ENDPOINT_COMPLETIONS, request.prompts, request.n_prompts, NULL,
+                &request.options, arrived_at);
     completion_request_reset (&request);
 }
 
@@ -1372,7 +1574,7 @@ s_handle_chat (server_t *server, h2o_req_t *req)
         s_send_json_owned (req, error.status, api_error_to_json (&error));
         return;
     }
-    s_generate (server, req, ENDPOINT_CHAT, NULL, request.chat, &request.options,
+    s_generate (server, req, ENDPOINT_CHAT, NULL, 1, request.chat, &request.options,
                 arrived_at);
     chat_request_reset (&request);
 }
@@ -1960,7 +2162,7 @@ s_handle_pipe (server_t *server)
         zlog (ZLOG_WARN, ACTOR, 0, "the model pipeline is down: failing %zu requests",
               zhashx_size (server->pending));
         server->peer_down = true;
-        s_fail_all (server, 503, "the model pipeline went down before the answer", true);
+        s_fail_all (server, 503, "the model pipeline went down before the answer");
     }
     else
     if (streq (command, "PEER_UP")) {
@@ -1984,7 +2186,9 @@ s_handle_tokenizer (server_t *server)
         zlog (ZLOG_WARN, ACTOR, 0, "bad message from the tokenizer, skipped: %s", error);
         return;
     }
-    pending_t *pending = (pending_t *) zhashx_lookup (server->pending, &msg.request_id);
+    //  The prompt in flight with this request id, and the request it belongs to.
+    prompt_t *prompt = (prompt_t *) zhashx_lookup (server->pending, &msg.request_id);
+    pending_t *pending = prompt? prompt->pending: NULL;
     if (pending && ((msg.kind == PROTO_TOKENS && pending->endpoint == ENDPOINT_TOKENIZE)
                 ||  (msg.kind == PROTO_OUTPUT && pending->endpoint == ENDPOINT_DETOKENIZE)))
         s_pending_tokenized (pending, &msg);
@@ -1994,18 +2198,20 @@ s_handle_tokenizer (server_t *server)
             zlog (ZLOG_DEBUG, ACTOR, msg.request_id, "OUTPUT for no pending request");
         else
         if (pending->stream)
-            s_pending_stream (pending, &msg);
+            s_pending_stream (pending, prompt, &msg);
         else
-            s_pending_gather (pending, &msg);
+            s_pending_gather (pending, prompt, &msg);
     }
     else
     if (msg.kind == PROTO_ERROR) {
         if (!pending)
             zlog (ZLOG_DEBUG, ACTOR, msg.request_id, "ERROR for no pending request");
         else {
+            //  That prompt has ended downstream; the request's others are cancelled.
             int status = msg.status >= 400 && msg.status <= 599? (int) msg.status: 500;
+            s_prompt_land (prompt);
             s_pending_fail (pending, status,
-                            msg.text && *msg.text? msg.text: "the request failed", false);
+                            msg.text && *msg.text? msg.text: "the request failed");
         }
     }
     else
@@ -2388,7 +2594,7 @@ s_server_stop (server_t *server)
     s_unwatch (&server->pipe_watch);
     s_unwatch (&server->tokenizer_watch);
     s_unwatch (&server->status_watch);
-    s_fail_all (server, 503, "the server is shutting down", true);
+    s_fail_all (server, 503, "the server is shutting down");
 
     int64_t deadline = zclock_mono () + CLOSE_GRACE_MSEC;
     int quiet_rounds = 0;

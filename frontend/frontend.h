@@ -1,11 +1,12 @@
 /*  frontend — the HTTP actor: h2o's event loop, OpenAI JSON in and out.
 
     It accepts HTTP/1.1 and HTTP/2 (h2c with prior knowledge; h2 over TLS with ALPN when
-    a certificate is given) on host:port, validates each request, gives it a request id
-    and sends it as a GENERATE message to the tokenizer actor; OUTPUT messages coming
-    back are gathered into the response, ERROR messages become an OpenAI error body with
-    their HTTP status. When a client goes away before its answer, a CANCEL goes to the
-    tokenizer. /health and the gauges of /metrics answer from the scheduler's STATUS
+    a certificate is given) on host:port, validates each request, gives each of its
+    prompts (a completion may have several, a chat has one) a request id and sends it
+    as a GENERATE message to the tokenizer actor; OUTPUT messages coming back are
+    gathered into the response, an ERROR message becomes an OpenAI error body with its
+    HTTP status (and CANCELs the request's other prompts). When a client goes away
+    before its answer, a CANCEL goes to the tokenizer for each prompt still running. /health and the gauges of /metrics answer from the scheduler's STATUS
     broadcasts.
 
     Endpoints: POST /v1/completions, POST /v1/chat/completions (both answered whole or,

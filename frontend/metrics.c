@@ -11,7 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-//  vLLM's buckets (vllm/v1/metrics/loggers.py), so that the same dashboards work.
+//  vLLM's buckets (vllm/v1/metrics/loggers.py), so that the same dashboards work. Its
+//  request_queue_time_seconds uses the latency buckets, as e2e_request_latency does.
 static const double s_ttft_buckets [] = {
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
     7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0
@@ -49,6 +50,7 @@ struct _metrics_t {
     histogram_t ttft;
     histogram_t itl;
     histogram_t e2e;
+    histogram_t queue;              //  time in the scheduler's queue
 };
 
 
@@ -95,6 +97,7 @@ metrics_new (const char *model_name)
     s_histogram_init (&self->ttft, s_ttft_buckets, COUNT_OF (s_ttft_buckets));
     s_histogram_init (&self->itl, s_itl_buckets, COUNT_OF (s_itl_buckets));
     s_histogram_init (&self->e2e, s_latency_buckets, COUNT_OF (s_latency_buckets));
+    s_histogram_init (&self->queue, s_latency_buckets, COUNT_OF (s_latency_buckets));
     return self;
 }
 
@@ -117,6 +120,12 @@ void
 metrics_time_to_first_token (metrics_t *self, double seconds)
 {
     s_histogram_observe (&self->ttft, seconds, 1);
+}
+
+void
+metrics_queue_time (metrics_t *self, double seconds)
+{
+    s_histogram_observe (&self->queue, seconds, 1);
 }
 
 void
@@ -336,6 +345,9 @@ metrics_text (metrics_t *self, const metrics_status_t *status)
                       "Histogram of inter-token latency in seconds.", &self->itl);
     s_text_histogram (&text, self, "zllm:e2e_request_latency_seconds",
                       "Histogram of e2e request latency in seconds.", &self->e2e);
+    s_text_histogram (&text, self, "zllm:request_queue_time_seconds",
+                      "Histogram of time spent in WAITING phase for request.",
+                      &self->queue);
     if (text.failed) {
         free (text.data);
         return NULL;

@@ -1,7 +1,8 @@
 /*  metrics — the counters and histograms behind GET /metrics, and their Prometheus text.
 
-    The frontend owns one metrics_t. It tells it what it sees of each request (the first
-    text, each later OUTPUT, the end with its finish reason and usage), and, when asked
+    The frontend owns one metrics_t. It tells it what it sees of each request (its time
+    in the scheduler's queue, the first text, each later OUTPUT, the end with its finish
+    reason and usage), and, when asked
     for /metrics, hands it the latest STATUS of the scheduler (running requests, KV
     blocks, prefix-cache and preemption totals) to write everything in Prometheus' text
     exposition format 0.0.4: "# HELP" and "# TYPE" lines, then the samples.
@@ -47,6 +48,11 @@ void
 //  A request's first text arrived this many seconds after the request did.
 void
     metrics_time_to_first_token (metrics_t *self, double seconds);
+
+//  A request waited this many seconds in the scheduler's queue before its first step
+//  (the queue_us of its first OUTPUT): one sample of request_queue_time_seconds.
+void
+    metrics_queue_time (metrics_t *self, double seconds);
 
 //  count tokens arrived seconds after the previous ones: count samples of seconds/count
 //  (one per token, as vLLM's inter-token latency has one per decoded token).

@@ -353,17 +353,66 @@ test('the OpenAI SDK\'s streaming helper assembles n=2 choices', async () => {
                plain.usage.total_tokens - plain.usage.prompt_tokens);
 });
 
-test('chat validates n, best_of and use_beam_search', () => {
+test('chat validates n, best_of, beam search and vLLM\'s output options', () => {
   const url = `${server.url}/v1/chat/completions`;
   const base = { model: 'toy-chat', messages: [{ role: 'user', content: 'Hi' }] };
+  const beam = { use_beam_search: true };
   for (const [extra, param] of [[{ n: 0 }, 'n'], [{ n: 129 }, 'n'],
                                 [{ n: 2, best_of: 1 }, 'best_of'],
                                 [{ n: 2, best_of: 3, stream: true }, 'best_of'],
-                                [{ use_beam_search: true }, 'use_beam_search']]) {
+                                [{ ...beam, stream: true }, 'use_beam_search'],
+                                [{ ...beam, logprobs: true }, 'logprobs'],
+                                [{ ...beam, logprobs: true, top_logprobs: 2 }, 'logprobs'],
+                                [{ ...beam, temperature: 0.7 }, 'temperature'],
+                                [{ ...beam, top_p: 0.9 }, 'top_p'],
+                                [{ ...beam, top_k: 4 }, 'top_k'],
+                                [{ ...beam, min_p: 0.1 }, 'min_p'],
+                                [{ ...beam, early_stopping: 'maybe' }, 'early_stopping'],
+                                [{ use_beam_search: 1 }, 'use_beam_search'],
+                                [{ length_penalty: 0.5 }, 'length_penalty'],
+                                [{ early_stopping: 'never' }, 'early_stopping'],
+                                [{ include_stop_str_in_output: 1 }, 'include_stop_str_in_output'],
+                                [{ skip_special_tokens: 'no' }, 'skip_special_tokens']]) {
     const r = postJson(url, { ...base, ...extra });
     assert.equal(r.status, 400, r.body);
+    assert.equal(r.json.error.type, 'invalid_request_error');
     assert.equal(r.json.error.param, param);
   }
+});
+
+test('use_beam_search: n beams, the best first; on a model this sure of its answer, ' +
+     'the greedy reply', () => {
+  const url = `${server.url}/v1/chat/completions`;
+  const greedy = postJson(url, request(allCases[0]));
+  assert.equal(greedy.status, 200, greedy.body);
+  const body = { model: 'toy-chat', messages: allCases[0].messages, use_beam_search: true,
+                 n: 2, best_of: 3, max_tokens: 16 };
+  const r = postJson(url, body);
+  assert.equal(r.status, 200, r.body);
+  assert.equal(r.json.object, 'chat.completion');
+  assert.deepEqual(r.json.choices.map((c) => c.index), [0, 1]);
+  for (const choice of r.json.choices) {
+    assert.equal(choice.message.role, 'assistant');
+    assert.ok(['stop', 'length'].includes(choice.finish_reason), choice.finish_reason);
+  }
+  assert.equal(r.json.choices[0].message.content, greedy.json.choices[0].message.content);
+  assert.notEqual(r.json.choices[1].message.content, r.json.choices[0].message.content);
+  assert.equal(r.json.usage.prompt_tokens, greedy.json.usage.prompt_tokens);
+  const again = postJson(url, body, { http2: true });
+  assert.deepEqual(again.json.choices, r.json.choices);
+  assert.deepEqual(again.json.usage, r.json.usage);
+});
+
+test('include_stop_str_in_output keeps the stop string (vLLM extension)', () => {
+  const r = postJson(`${server.url}/v1/chat/completions`,
+    request(allCases[0], { stop: [' is'], include_stop_str_in_output: true }));
+  assert.equal(r.status, 200, r.body);
+  assert.equal(r.json.choices[0].message.content, 'The capital of France is');
+  assert.equal(r.json.choices[0].finish_reason, 'stop');
+  const skip = postJson(`${server.url}/v1/chat/completions`,
+    request(allCases[0], { skip_special_tokens: true }));
+  assert.equal(skip.status, 200, skip.body);
+  checkMessage(allCases[0], skip.json.choices[0].message, skip.json.choices[0].finish_reason);
 });
 
 test('logprobs and top_logprobs through the OpenAI SDK', async () => {

@@ -1,5 +1,7 @@
 // /v1/completions through all four actors, on stories260K: the README's curl, every
-// greedy reference case, HTTP/1.1 and h2c, the OpenAI Node SDK, concurrency, bad input.
+// greedy reference case, HTTP/1.1 and h2c, the OpenAI Node SDK, concurrency, bad input;
+// n, best_of, beam search, echo, logprobs, vLLM's output options, prompts as arrays of
+// strings or token ids, the queue-time metric.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -321,7 +323,8 @@ test('n, best_of and use_beam_search are validated', () => {
   const streamed = postJson(url, { ...base, n: 2, best_of: 4, stream: true });
   checkError(streamed, 400, 'best_of');
   assert.match(streamed.json.error.message, /cannot be streamed/);
-  checkError(postJson(url, { ...base, use_beam_search: true }), 400, 'use_beam_search');
+  checkError(postJson(url, { ...base, use_beam_search: true, stream: true }), 400,
+             'use_beam_search');
   const fine = postJson(url, { ...base, n: 2, best_of: 2, use_beam_search: false });
   assert.equal(fine.status, 200, fine.body);
   assert.equal(fine.json.choices.length, 2);
@@ -462,4 +465,262 @@ test('logprobs: the chosen tokens, their log-probabilities and the most likely o
                    logprobs.token_logprobs);
   assert.deepEqual(chunks.flatMap((k) => k.choices[0].logprobs.text_offset),
                    logprobs.text_offset.map((o) => o - c.prompt.length));
+});
+
+// Prompts as arrays (OpenAI's four forms): k prompts give k x n choices, choice j of
+// prompt i at index i * n + j; usage sums every prompt's tokens.
+
+const url = () => `${server.url}/v1/completions`;
+
+// The greedy completion of each prompt sent alone.
+function alone(prompts, extra) {
+  return prompts.map((prompt) => {
+    const r = postJson(url(), { model: 'stories260K', prompt, temperature: 0, ...extra });
+    assert.equal(r.status, 200, r.body);
+    return r.json;
+  });
+}
+
+function checkPrompts(json, singles, n) {
+  assert.equal(json.object, 'text_completion');
+  assert.equal(json.choices.length, singles.length * n);
+  json.choices.forEach((choice, index) => {
+    const single = singles[Math.floor(index / n)].choices[0];
+    assert.equal(choice.index, index);
+    assert.equal(choice.text, single.text, `choice ${index}`);
+    assert.equal(choice.finish_reason, single.finish_reason);
+  });
+  const sum = (key) => singles.reduce((total, s) => total + s.usage[key], 0);
+  assert.deepEqual(json.usage, { prompt_tokens: sum('prompt_tokens'),
+                                 completion_tokens: n * sum('completion_tokens'),
+                                 total_tokens: sum('prompt_tokens') + n * sum('completion_tokens') });
+}
+
+for (const http2 of [false, true]) {
+  test(`an array of string prompts: each prompt's n choices are its greedy text alone ` +
+       `(${http2 ? 'h2c' : 'HTTP/1.1'})`, () => {
+    const prompts = [stories[0].prompt, stories[1].prompt, 'The little dog'];
+    const singles = alone(prompts, { max_tokens: 12 });
+    const r = postJson(url(), { model: 'stories260K', prompt: prompts, max_tokens: 12,
+                                temperature: 0, n: 2 }, { http2 });
+    assert.equal(r.status, 200, r.body);
+    checkPrompts(r.json, singles, 2);
+    // One string in an array is the string; an empty string is a prompt too (BOS only).
+    const one = postJson(url(), { model: 'stories260K', prompt: [prompts[0]], max_tokens: 12,
+                                  temperature: 0 }, { http2 });
+    assert.equal(one.status, 200, one.body);
+    checkPrompts(one.json, singles.slice(0, 1), 1);
+    const empty = postJson(url(), { model: 'stories260K', prompt: ['', prompts[1]],
+                                    max_tokens: 12, temperature: 0 }, { http2 });
+    assert.equal(empty.status, 200, empty.body);
+    checkPrompts(empty.json, [...alone([''], { max_tokens: 12 }), singles[1]], 1);
+  });
+}
+
+test('echo with an array of string prompts puts each prompt in front of its choices', () => {
+  const prompts = [stories[0].prompt, 'The little dog'];
+  const singles = alone(prompts, { max_tokens: 6 });
+  const r = postJson(url(), { model: 'stories260K', prompt: prompts, max_tokens: 6,
+                              temperature: 0, echo: true, n: 2 });
+  assert.equal(r.status, 200, r.body);
+  assert.deepEqual(r.json.choices.map((c) => c.text),
+                   [0, 0, 1, 1].map((i) => prompts[i] + singles[i].choices[0].text));
+});
+
+// A prompt of token ids is used as it is: /tokenize with add_special_tokens (BOS, as a
+// text prompt gets it) gives the ids the text prompt runs.
+function tokenize(prompt) {
+  const r = postJson(`${server.url}/tokenize`, { prompt, add_special_tokens: true });
+  assert.equal(r.status, 200, r.body);
+  return r.json.tokens;
+}
+
+test('a prompt of token ids gives the text prompt\'s greedy completion', () => {
+  const prompts = [stories[0].prompt, stories[1].prompt];
+  const singles = alone(prompts, { max_tokens: 12 });
+  const ids = prompts.map(tokenize);
+  assert.equal(ids[0][0], 1, 'BOS first');
+  const flat = postJson(url(), { model: 'stories260K', prompt: ids[0], max_tokens: 12,
+                                 temperature: 0 });
+  assert.equal(flat.status, 200, flat.body);
+  checkPrompts(flat.json, singles.slice(0, 1), 1);
+  assert.equal(flat.json.usage.prompt_tokens, ids[0].length);
+  const nested = postJson(url(), { model: 'stories260K', prompt: ids, max_tokens: 12,
+                                   temperature: 0, n: 2 }, { http2: true });
+  assert.equal(nested.status, 200, nested.body);
+  checkPrompts(nested.json, singles, 2);
+});
+
+test('a token id outside the vocabulary fails the whole request with 400', () => {
+  const ids = tokenize(stories[0].prompt);
+  for (const prompt of [[1, 100000], [ids, [1, 512]]]) {
+    const r = postJson(url(), { model: 'stories260K', prompt, max_tokens: 4 });
+    checkError(r, 400);
+    assert.match(r.json.error.message, /vocabulary/);
+  }
+  // The server is still fine.
+  assert.equal(postJson(url(), { model: 'stories260K', prompt: ids, max_tokens: 2 }).status,
+               200);
+});
+
+for (const http2 of [false, true]) {
+  test(`several prompts streamed: chunks by global index, one end after all ` +
+       `(${http2 ? 'h2c' : 'HTTP/1.1'})`, () => {
+    const prompts = [stories[0].prompt, 'The little dog', stories[2].prompt];
+    const body = { model: 'stories260K', prompt: prompts, max_tokens: 10, temperature: 0,
+                   n: 2 };
+    const plain = postJson(url(), body, { http2 });
+    assert.equal(plain.status, 200, plain.body);
+    const s = postJson(url(), { ...body, stream: true,
+                                stream_options: { include_usage: true } }, { http2 });
+    assert.equal(s.status, 200, s.body);
+    const { choices, usage } = readChoices(s.body, 6);
+    assert.deepEqual(choices.map((c) => c.text), plain.json.choices.map((c) => c.text));
+    assert.deepEqual(choices.map((c) => c.finish_reason),
+                     plain.json.choices.map((c) => c.finish_reason));
+    assert.deepEqual(usage, plain.json.usage);
+  });
+}
+
+test('prompt arrays are validated, naming the element at fault', () => {
+  const base = { model: 'stories260K', max_tokens: 2 };
+  const cases = [
+    [[], 'prompt'], [[[]], 'prompt[0]'], [[[1], []], 'prompt[1]'], [[1, -2], 'prompt[1]'],
+    [[1, 2 ** 32], 'prompt[1]'], [[1.5], 'prompt[0]'], [[[1, 2], [3, 'x']], 'prompt[1][1]'],
+    [['a', 1], 'prompt[1]'], [[[1], 'a'], 'prompt[1]'], [[true], 'prompt[0]'],
+    [Array(65).fill('a'), 'prompt'], [{}, 'prompt'],
+  ];
+  for (const [prompt, param] of cases) {
+    const r = postJson(url(), { ...base, prompt });
+    checkError(r, 400, param);
+    assert.equal(r.json.error.type, 'invalid_request_error');
+  }
+  const echo = postJson(url(), { ...base, prompt: [1, 2], echo: true });
+  checkError(echo, 400, 'echo');
+  assert.match(echo.json.error.message, /token ids/);
+  assert.equal(postJson(url(), { ...base, prompt: Array(64).fill('a') }).json.choices.length,
+               64);
+});
+
+test('the OpenAI Node SDK sends arrays of prompts and of token ids', async () => {
+  const require = createRequire(path.join(repoRoot, 'tests', 'client', 'package.json'));
+  const { default: OpenAI } = await import(require.resolve('openai'));
+  const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused' });
+  const prompts = [stories[0].prompt, 'The little dog'];
+  const singles = alone(prompts, { max_tokens: 8 });
+  const completion = await client.completions.create({
+    model: 'stories260K', prompt: prompts, max_tokens: 8, temperature: 0 });
+  checkPrompts(completion, singles, 1);
+  const ids = await client.completions.create({
+    model: 'stories260K', prompt: prompts.map(tokenize), max_tokens: 8, temperature: 0 });
+  checkPrompts(ids, singles, 1);
+});
+
+// Beam search (vLLM's use_beam_search, length_penalty, early_stopping).
+
+test('use_beam_search: what cannot go with it is a 400 naming the parameter', () => {
+  const base = { model: 'stories260K', prompt: 'Once upon a time', max_tokens: 4,
+                 use_beam_search: true };
+  const cases = [
+    [{ stream: true }, 'use_beam_search', /cannot be streamed/],
+    [{ logprobs: 2 }, 'logprobs', /beam search/],
+    [{ temperature: 0.8 }, 'temperature', /leave 'temperature' out or set it to 0/],
+    [{ top_p: 0.5 }, 'top_p', /leave 'top_p' out or set it to 1/],
+    [{ top_k: 3 }, 'top_k', /leave 'top_k' out or set it to -1/],
+    [{ min_p: 0.2 }, 'min_p', /leave 'min_p' out or set it to 0/],
+    [{ n: 3, best_of: 2 }, 'best_of', /best_of must be greater than or equal to n/],
+    [{ use_beam_search: 'yes' }, 'use_beam_search', /boolean/],
+    [{ early_stopping: 'sometimes' }, 'early_stopping', /true, false or "never"/],
+    [{ length_penalty: 'long' }, 'length_penalty', /finite number/],
+    [{ use_beam_search: false, length_penalty: 2 }, 'length_penalty', /only used by beam search/],
+    [{ use_beam_search: false, early_stopping: true }, 'early_stopping',
+     /only used by beam search/],
+  ];
+  for (const [extra, param, message] of cases) {
+    const r = postJson(url(), { ...base, ...extra });
+    checkError(r, 400, param);
+    assert.match(r.json.error.message, message);
+  }
+});
+
+test('use_beam_search returns n beams, whole and the same each time', () => {
+  const body = { model: 'stories260K', prompt: 'Once upon a time', max_tokens: 10,
+                 use_beam_search: true, n: 2, best_of: 3, length_penalty: 1.0,
+                 early_stopping: 'never' };
+  const r = postJson(url(), body);
+  assert.equal(r.status, 200, r.body);
+  checkChoices(r.json, 2);
+  assert.notEqual(r.json.choices[0].text, r.json.choices[1].text);
+  assert.ok(r.json.usage.completion_tokens >= 2 && r.json.usage.completion_tokens <= 20,
+            JSON.stringify(r.json.usage));
+  const again = postJson(url(), body, { http2: true });
+  assert.equal(again.status, 200, again.body);
+  assert.deepEqual(again.json.choices, r.json.choices);
+  // Several prompts: each its own beam search.
+  const both = postJson(url(), { ...body, prompt: [body.prompt, body.prompt] });
+  assert.equal(both.status, 200, both.body);
+  assert.deepEqual(both.json.choices.map((c) => c.text),
+                   [...r.json.choices, ...r.json.choices].map((c) => c.text));
+});
+
+// vLLM's output options.
+
+test('include_stop_str_in_output keeps the stop string in the text', () => {
+  const c = stories[0];
+  // A word in the middle of the greedy text.
+  const words = c.output_text.split(' ');
+  const stop = ` ${words[Math.floor(words.length / 2)]}`;
+  const before = c.output_text.slice(0, c.output_text.indexOf(stop));
+  const body = { model: 'stories260K', prompt: c.prompt, max_tokens: c.n_predict,
+                 temperature: 0, stop: [stop] };
+  const plain = postJson(url(), body);
+  assert.equal(plain.status, 200, plain.body);
+  assert.equal(plain.json.choices[0].text, before);
+  const kept = postJson(url(), { ...body, include_stop_str_in_output: true });
+  assert.equal(kept.status, 200, kept.body);
+  assert.equal(kept.json.choices[0].text, before + stop);
+  assert.equal(kept.json.choices[0].finish_reason, 'stop');
+  checkError(postJson(url(), { ...body, include_stop_str_in_output: 'yes' }), 400,
+             'include_stop_str_in_output');
+});
+
+test('skip_special_tokens is a boolean; true is the default', () => {
+  const c = stories[0];
+  const body = { model: 'stories260K', prompt: c.prompt, max_tokens: 8, temperature: 0 };
+  const plain = postJson(url(), body);
+  const skip = postJson(url(), { ...body, skip_special_tokens: true });
+  assert.equal(skip.status, 200, skip.body);
+  assert.deepEqual(skip.json.choices, plain.json.choices);
+  const keep = postJson(url(), { ...body, skip_special_tokens: false });
+  assert.equal(keep.status, 200, keep.body);
+  checkError(postJson(url(), { ...body, skip_special_tokens: 0 }), 400, 'skip_special_tokens');
+});
+
+// /metrics: zllm:request_queue_time_seconds, one sample per prompt.
+
+function metric(name) {
+  const r = curl([`${server.url}/metrics`]);
+  assert.equal(r.status, 200);
+  const line = r.body.split('\n').find((l) => l.startsWith(`${name}{model_name="stories260K"} `));
+  assert.ok(line, `no ${name} in /metrics`);
+  return Number(line.split(' ')[1]);
+}
+
+test('request_queue_time_seconds counts one sample per prompt', () => {
+  const count = metric('zllm:request_queue_time_seconds_count');
+  const r = postJson(url(), { model: 'stories260K', prompt: ['a', 'b', 'c'], max_tokens: 2 });
+  assert.equal(r.status, 200, r.body);
+  assert.equal(metric('zllm:request_queue_time_seconds_count'), count + 3);
+});
+
+test('request_queue_time_seconds says how long requests waited for their first step',
+     async () => {
+  const sum = metric('zllm:request_queue_time_seconds_sum');
+  const jobs = [];
+  for (let i = 0; i < 6; i++)
+    jobs.push(postJsonAsync(url(), { model: 'stories260K', prompt: stories[i % stories.length].prompt,
+                                     max_tokens: 24, temperature: 0 }));
+  for (const r of await Promise.all(jobs))
+    assert.equal(r.status, 200, r.body);
+  assert.ok(metric('zllm:request_queue_time_seconds_sum') > sum);
 });

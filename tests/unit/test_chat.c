@@ -500,8 +500,6 @@ test_parse_other_parameters (void **state)
                       "best_of must be greater than or equal to n");
     s_assert_refused ("'messages':[" USER_HI "],'n':2,'best_of':3,'stream':true", "best_of",
                       "best_of above n cannot be streamed");
-    s_assert_refused ("'messages':[" USER_HI "],'use_beam_search':true", "use_beam_search",
-                      "beam search is not supported yet");
     s_assert_refused ("'messages':[" USER_HI "],'temperature':2.5", "temperature",
                       "between 0 and 2");
     s_assert_refused ("'messages':[" USER_HI "],'seed':'x'", "seed", "must be an integer");
@@ -559,6 +557,90 @@ test_parse_other_parameters (void **state)
     assert_false (request.options.include_usage);
     json_decref (chat);
     chat_request_reset (&request);
+}
+
+//  Beam search and vLLM's output options, as completions parse them (the shared
+//  generation options): chat's default temperature (1) becomes 0 with beam search; the
+//  chat's logprobs and top_logprobs are refused with it.
+static void
+test_parse_beam_search_and_output_options (void **state)
+{
+    (void) state;
+    chat_request_t request;
+    json_t *chat = s_accepted ("'messages':[" USER_HI "],'use_beam_search':true,'n':2,"
+                               "'length_penalty':0.75,'early_stopping':'never',"
+                               "'include_stop_str_in_output':true,"
+                               "'skip_special_tokens':false", false, &request);
+    assert_true (request.options.use_beam_search);
+    assert_int_equal (request.options.n, 2);
+    assert_int_equal (generation_options_width (&request.options), 2);
+    assert_true (request.options.length_penalty == 0.75f);
+    assert_int_equal (request.options.early_stopping, PROTO_EARLY_STOPPING_NEVER);
+    assert_true (request.options.sampling.temperature == 0.0f);
+    assert_int_equal (request.options.max_tokens, 0);
+    assert_true (request.options.include_stop_str_in_output);
+    assert_true (request.options.keep_special_tokens);
+    json_decref (chat);
+    chat_request_reset (&request);
+
+    chat = s_accepted ("'messages':[" USER_HI "],'use_beam_search':true,'best_of':3,"
+                       "'early_stopping':true,'temperature':0,'logprobs':false",
+                       false, &request);
+    assert_int_equal (generation_options_width (&request.options), 3);
+    assert_int_equal (request.options.early_stopping, PROTO_EARLY_STOPPING_TRUE);
+    assert_true (request.options.length_penalty == 1.0f);
+    json_decref (chat);
+    chat_request_reset (&request);
+
+    //  The defaults.
+    chat = s_accepted ("'messages':[" USER_HI "]", false, &request);
+    assert_false (request.options.use_beam_search);
+    assert_true (request.options.length_penalty == 1.0f);
+    assert_int_equal (request.options.early_stopping, PROTO_EARLY_STOPPING_FALSE);
+    assert_true (request.options.sampling.temperature == 1.0f);
+    assert_false (request.options.include_stop_str_in_output);
+    assert_false (request.options.keep_special_tokens);
+    json_decref (chat);
+    chat_request_reset (&request);
+
+    s_assert_refused ("'messages':[" USER_HI "],'use_beam_search':true,'stream':true",
+                      "use_beam_search", "beam search cannot be streamed: the best beams "
+                      "are known only when all have finished");
+    s_assert_refused ("'messages':[" USER_HI "],'use_beam_search':true,'logprobs':true",
+                      "logprobs", "log-probabilities are not kept for beam search yet");
+    s_assert_refused ("'messages':[" USER_HI "],'use_beam_search':true,'logprobs':true,"
+                      "'top_logprobs':2",
+                      "logprobs", "log-probabilities are not kept for beam search yet");
+    s_assert_refused ("'messages':[" USER_HI "],'use_beam_search':true,'temperature':0.7",
+                      "temperature", "beam search is deterministic: leave 'temperature' "
+                      "out or set it to 0");
+    s_assert_refused ("'messages':[" USER_HI "],'use_beam_search':true,'top_p':0.5",
+                      "top_p", "beam search is deterministic: leave 'top_p' out or set "
+                      "it to 1");
+    s_assert_refused ("'messages':[" USER_HI "],'use_beam_search':true,'top_k':2",
+                      "top_k", "beam search is deterministic: leave 'top_k' out or set "
+                      "it to -1");
+    s_assert_refused ("'messages':[" USER_HI "],'use_beam_search':true,'min_p':0.5",
+                      "min_p", "beam search is deterministic: leave 'min_p' out or set "
+                      "it to 0");
+    s_assert_refused ("'messages':[" USER_HI "],'use_beam_search':'yes'", "use_beam_search",
+                      "'use_beam_search' must be a boolean or null");
+    s_assert_refused ("'messages':[" USER_HI "],'length_penalty':0.5", "length_penalty",
+                      "'length_penalty' is only used by beam search: leave it out or set "
+                      "it to 1, or set 'use_beam_search' to true");
+    s_assert_refused ("'messages':[" USER_HI "],'early_stopping':'never'", "early_stopping",
+                      "'early_stopping' is only used by beam search: leave it out or set "
+                      "it to false, or set 'use_beam_search' to true");
+    s_assert_refused ("'messages':[" USER_HI "],'use_beam_search':true,"
+                      "'early_stopping':'sometimes'", "early_stopping",
+                      "'early_stopping' must be true, false or ");
+    s_assert_refused ("'messages':[" USER_HI "],'use_beam_search':true,'length_penalty':[]",
+                      "length_penalty", "'length_penalty' must be a finite number or null");
+    s_assert_refused ("'messages':[" USER_HI "],'include_stop_str_in_output':1",
+                      "include_stop_str_in_output",
+                      "'include_stop_str_in_output' must be a boolean or null");
+    s_assert_refused ("'messages':[" USER_HI "],'skip_special_tokens':'no'",
+                      "skip_special_tokens", "'skip_special_tokens' must be a boolean or null");
 }
 
 static void
@@ -952,6 +1034,7 @@ main (void)
         cmocka_unit_test (test_parse_tools),
         cmocka_unit_test (test_parse_tool_choice),
         cmocka_unit_test (test_parse_other_parameters),
+        cmocka_unit_test (test_parse_beam_search_and_output_options),
         cmocka_unit_test (test_chat_id),
         cmocka_unit_test (test_tool_calls_merge),
         cmocka_unit_test (test_tool_calls_order_and_late_fields),

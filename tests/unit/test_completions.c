@@ -1,5 +1,6 @@
 /*  test_completions — the frontend's pure JSON functions: request parsing and
-    validation (stop, stream and stream_options included), the completion and its
+    validation (the prompt's four forms, stop, stream and stream_options, beam search
+    and vLLM's output options included), the completion and its
     streamed chunks, the usage chunk, model list and error bodies.
 */
 #include <stdarg.h>
@@ -39,8 +40,21 @@ s_assert_refused (const char *body, int status, const char *param, const char *f
     assert_int_equal (error.status, status);
     assert_string_equal (error.param, param);
     assert_non_null (strstr (error.message, fragment));
-    assert_null (request.prompt);
+    assert_null (request.prompts);
     assert_null (request.options.stops);
+}
+
+//  Assert that body is refused with 400, this param and exactly this message.
+static void
+s_assert_refused_exactly (const char *body, const char *param, const char *message)
+{
+    s_assert_refused (body, 400, param, message);
+    completion_request_t request;
+    api_error_t error;
+    assert_int_equal (s_parse (body, &request, &error), -1);
+    if (strcmp (error.message, message) != 0)
+        print_error ("body %s: message '%s', expected '%s'\n", body, error.message, message);
+    assert_string_equal (error.message, message);
 }
 
 static void
@@ -52,7 +66,7 @@ test_parse_defaults (void **state)
     assert_int_equal (s_parse ("{\"model\":\"" MODEL "\",\"prompt\":\"Once upon\"}",
                                &request, &error), 0);
     assert_int_equal (error.status, 0);
-    assert_string_equal (request.prompt, "Once upon");
+    assert_string_equal (request.prompts [0].text, "Once upon");
     assert_int_equal (request.options.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS);
     assert_true (request.options.sampling.temperature == 1.0f);
     assert_false (request.options.has_seed);
@@ -61,8 +75,18 @@ test_parse_defaults (void **state)
     assert_false (request.options.stream);
     assert_false (request.options.include_usage);
     assert_int_equal (request.options.n, 1);
+    assert_int_equal (request.n_prompts, 1);
+    assert_null (request.prompts [0].tokens);
+    assert_int_equal (request.options.best_of, 0);
+    assert_int_equal (generation_options_width (&request.options), 1);
+    assert_false (request.options.use_beam_search);
+    assert_true (request.options.length_penalty == 1.0f);
+    assert_int_equal (request.options.early_stopping, PROTO_EARLY_STOPPING_FALSE);
+    assert_false (request.options.include_stop_str_in_output);
+    assert_false (request.options.keep_special_tokens);
     completion_request_reset (&request);
-    assert_null (request.prompt);
+    assert_null (request.prompts);
+    assert_int_equal (request.n_prompts, 0);
 }
 
 static void
@@ -76,7 +100,7 @@ test_parse_all_fields (void **state)
         "\"max_tokens\":100,\"temperature\":0,\"seed\":-1,\"stream\":false,\"n\":1,"
         "\"top_p\":0.5,\"unknown\":{\"nested\":[1,2]},\"user\":\"x\"}";
     assert_int_equal (s_parse (body, &request, &error), 0);
-    assert_string_equal (request.prompt, "caf\xC3\xA9 \xF0\x9F\x98\x80");
+    assert_string_equal (request.prompts [0].text, "caf\xC3\xA9 \xF0\x9F\x98\x80");
     assert_int_equal (request.options.max_tokens, 100);
     assert_true (request.options.sampling.temperature == 0.0f);
     assert_true (request.options.has_seed);
@@ -87,7 +111,7 @@ test_parse_all_fields (void **state)
     body = "{\"model\":\"" MODEL "\",\"prompt\":\"\",\"max_tokens\":null,"
            "\"temperature\":2,\"seed\":null,\"stream\":null,\"n\":null}";
     assert_int_equal (s_parse (body, &request, &error), 0);
-    assert_string_equal (request.prompt, "");
+    assert_string_equal (request.prompts [0].text, "");
     assert_int_equal (request.options.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS);
     assert_true (request.options.sampling.temperature == 2.0f);
     assert_false (request.options.has_seed);
@@ -112,7 +136,7 @@ test_parse_body_not_sized_string (void **state)
     completion_request_t request;
     api_error_t error;
     assert_int_equal (completion_request_parse (text, size, MODEL, &request, &error), 0);
-    assert_string_equal (request.prompt, "abc");
+    assert_string_equal (request.prompts [0].text, "abc");
     completion_request_reset (&request);
 }
 
@@ -166,21 +190,144 @@ test_parse_model (void **state)
     assert_int_equal (error.status, 400);
 }
 
+#define S_PROMPT(prompt) "{\"model\":\"" MODEL "\",\"prompt\":" prompt "}"
+
+//  prompt: a string, an array of strings, an array of token ids, an array of arrays of
+//  token ids; an empty string is a prompt.
 static void
 test_parse_prompt (void **state)
 {
     (void) state;
-    s_assert_refused ("{\"model\":\"" MODEL "\"}", 400, "prompt", "provide a prompt");
-    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":null}", 400, "prompt",
-                      "provide a prompt");
-    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":[\"a\",\"b\"]}", 400, "prompt",
-                      "only a string prompt is supported for now");
-    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":[1,2,3]}", 400, "prompt",
-                      "only a string prompt is supported for now");
-    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":5}", 400, "prompt",
-                      "must be a string");
-    s_assert_refused ("{\"model\":\"" MODEL "\",\"prompt\":{}}", 400, "prompt",
-                      "must be a string");
+    completion_request_t request;
+    api_error_t error;
+    assert_int_equal (s_parse (S_PROMPT ("\"\""), &request, &error), 0);
+    assert_int_equal (request.n_prompts, 1);
+    assert_string_equal (request.prompts [0].text, "");
+    completion_request_reset (&request);
+
+    assert_int_equal (s_parse (S_PROMPT ("[\"a\",\"\",\"caf\\u00e9\"]"), &request, &error), 0);
+    assert_int_equal (request.n_prompts, 3);
+    assert_string_equal (request.prompts [0].text, "a");
+    assert_string_equal (request.prompts [1].text, "");
+    assert_string_equal (request.prompts [2].text, "caf\xC3\xA9");
+    for (uint32_t index = 0; index < 3; index++) {
+        assert_null (request.prompts [index].tokens);
+        assert_int_equal (request.prompts [index].n_tokens, 0);
+    }
+    completion_request_reset (&request);
+
+    //  An array of ids is one prompt.
+    assert_int_equal (s_parse (S_PROMPT ("[1,0,4294967295]"), &request, &error), 0);
+    assert_int_equal (request.n_prompts, 1);
+    assert_null (request.prompts [0].text);
+    assert_int_equal (request.prompts [0].n_tokens, 3);
+    assert_int_equal (request.prompts [0].tokens [0], 1);
+    assert_int_equal (request.prompts [0].tokens [1], 0);
+    assert_int_equal (request.prompts [0].tokens [2], UINT32_MAX);
+    completion_request_reset (&request);
+
+    assert_int_equal (s_parse (S_PROMPT ("[[7],[8,9]]"), &request, &error), 0);
+    assert_int_equal (request.n_prompts, 2);
+    assert_null (request.prompts [0].text);
+    assert_int_equal (request.prompts [0].n_tokens, 1);
+    assert_int_equal (request.prompts [0].tokens [0], 7);
+    assert_int_equal (request.prompts [1].n_tokens, 2);
+    assert_int_equal (request.prompts [1].tokens [0], 8);
+    assert_int_equal (request.prompts [1].tokens [1], 9);
+    completion_request_reset (&request);
+
+    s_assert_refused_exactly ("{\"model\":\"" MODEL "\"}", "prompt",
+                              "you must provide a prompt");
+    s_assert_refused_exactly (S_PROMPT ("null"), "prompt", "you must provide a prompt");
+    const char *forms = "'prompt' must be a string, an array of strings, an array of token "
+                        "ids or an array of arrays of token ids";
+    s_assert_refused_exactly (S_PROMPT ("5"), "prompt", forms);
+    s_assert_refused_exactly (S_PROMPT ("{}"), "prompt", forms);
+    s_assert_refused_exactly (S_PROMPT ("true"), "prompt", forms);
+    s_assert_refused_exactly (S_PROMPT ("[]"), "prompt",
+                              "'prompt' must not be an empty array: give at least one prompt");
+    s_assert_refused_exactly (S_PROMPT ("[[]]"), "prompt[0]",
+                              "'prompt[0]' must not be an empty array: give at least one "
+                              "token id");
+    s_assert_refused_exactly (S_PROMPT ("[[1],[]]"), "prompt[1]",
+                              "'prompt[1]' must not be an empty array: give at least one "
+                              "token id");
+    s_assert_refused_exactly (S_PROMPT ("[1,-2]"), "prompt[1]",
+                              "'prompt[1]' must be a token id: an integer from 0 to "
+                              "4294967295");
+    s_assert_refused_exactly (S_PROMPT ("[1,4294967296]"), "prompt[1]",
+                              "'prompt[1]' must be a token id: an integer from 0 to "
+                              "4294967295");
+    s_assert_refused_exactly (S_PROMPT ("[1.5]"), "prompt[0]",
+                              "'prompt[0]' must be a token id: an integer from 0 to "
+                              "4294967295");
+    s_assert_refused_exactly (S_PROMPT ("[1,\"a\"]"), "prompt[1]",
+                              "'prompt[1]' must be a token id: an integer from 0 to "
+                              "4294967295");
+    s_assert_refused_exactly (S_PROMPT ("[1,[2]]"), "prompt[1]",
+                              "'prompt[1]' must be a token id: an integer from 0 to "
+                              "4294967295");
+    s_assert_refused_exactly (S_PROMPT ("[[1,2],[3,\"x\"]]"), "prompt[1][1]",
+                              "'prompt[1][1]' must be a token id: an integer from 0 to "
+                              "4294967295");
+    s_assert_refused_exactly (S_PROMPT ("[[1,2],[3,4294967296]]"), "prompt[1][1]",
+                              "'prompt[1][1]' must be a token id: an integer from 0 to "
+                              "4294967295");
+    s_assert_refused_exactly (S_PROMPT ("[[\"a\"]]"), "prompt[0][0]",
+                              "'prompt[0][0]' must be a token id: an integer from 0 to "
+                              "4294967295");
+    s_assert_refused_exactly (S_PROMPT ("[\"a\",1]"), "prompt[1]",
+                              "'prompt[1]' must be a string, as 'prompt[0]' is: an array of "
+                              "prompts holds strings or arrays of token ids, not both");
+    s_assert_refused_exactly (S_PROMPT ("[\"a\",\"b\",[2]]"), "prompt[2]",
+                              "'prompt[2]' must be a string, as 'prompt[0]' is: an array of "
+                              "prompts holds strings or arrays of token ids, not both");
+    s_assert_refused_exactly (S_PROMPT ("[[1],\"a\"]"), "prompt[1]",
+                              "'prompt[1]' must be an array of token ids, as 'prompt[0]' is: "
+                              "an array of prompts holds strings or arrays of token ids, not "
+                              "both");
+    s_assert_refused_exactly (S_PROMPT ("[true]"), "prompt[0]",
+                              "'prompt[0]' must be a string, a token id or an array of token "
+                              "ids");
+    s_assert_refused_exactly (S_PROMPT ("[null,\"a\"]"), "prompt[0]",
+                              "'prompt[0]' must be a string, a token id or an array of token "
+                              "ids");
+
+    //  At most COMPLETION_MAX_PROMPTS prompts, of either kind.
+    for (int kind = 0; kind < 2; kind++) {
+        for (int count = COMPLETION_MAX_PROMPTS; count <= COMPLETION_MAX_PROMPTS + 1; count++) {
+            char body [1024];
+            size_t used = (size_t) snprintf (body, sizeof body,
+                                             "{\"model\":\"" MODEL "\",\"prompt\":[");
+            for (int index = 0; index < count; index++)
+                used += (size_t) snprintf (body + used, sizeof body - used, "%s%s",
+                                           index? ",": "", kind? "[5]": "\"p\"");
+            snprintf (body + used, sizeof body - used, "]}");
+            if (count == COMPLETION_MAX_PROMPTS) {
+                assert_int_equal (s_parse (body, &request, &error), 0);
+                assert_int_equal (request.n_prompts, COMPLETION_MAX_PROMPTS);
+                completion_request_reset (&request);
+            }
+            else
+                s_assert_refused_exactly (body, "prompt",
+                                          "'prompt' may hold at most 64 prompts, got 65");
+        }
+    }
+
+    //  echo needs the prompts' text.
+    assert_int_equal (s_parse ("{\"model\":\"" MODEL "\",\"prompt\":[\"a\",\"b\"],"
+                               "\"echo\":true}", &request, &error), 0);
+    assert_true (request.options.echo);
+    completion_request_reset (&request);
+    const char *echo = "'echo' is not supported with a prompt of token ids: send the "
+                       "prompt as text, or leave 'echo' out";
+    s_assert_refused_exactly ("{\"model\":\"" MODEL "\",\"prompt\":[1,2],\"echo\":true}",
+                              "echo", echo);
+    s_assert_refused_exactly ("{\"model\":\"" MODEL "\",\"prompt\":[[1],[2]],\"echo\":true}",
+                              "echo", echo);
+    assert_int_equal (s_parse ("{\"model\":\"" MODEL "\",\"prompt\":[1,2],\"echo\":false}",
+                               &request, &error), 0);
+    completion_request_reset (&request);
 }
 
 static void
@@ -297,8 +444,7 @@ test_parse_seed_n_stream (void **state)
                       400, "stream", "must be a boolean");
 }
 
-//  n: 1 .. 128; best_of: n .. 128 (OpenAI's "at least n" first), above n not streamed;
-//  use_beam_search: false only.
+//  n: 1 .. 128; best_of: n .. 128 (OpenAI's "at least n" first), above n not streamed.
 static void
 test_parse_n_best_of (void **state)
 {
@@ -345,12 +491,168 @@ test_parse_n_best_of (void **state)
     s_assert_refused (S_BODY ("\"best_of\":129"), 400, "best_of",
                       "best_of may be at most 128, got 129");
     s_assert_refused (S_BODY ("\"best_of\":\"2\""), 400, "best_of", "must be an integer");
-    s_assert_refused (S_BODY ("\"use_beam_search\":true"), 400, "use_beam_search",
-                      "beam search is not supported yet");
-    s_assert_refused (S_BODY ("\"n\":2,\"best_of\":2,\"use_beam_search\":true"), 400,
-                      "use_beam_search", "beam search is not supported yet");
-    s_assert_refused (S_BODY ("\"use_beam_search\":1"), 400, "use_beam_search",
-                      "must be a boolean");
+#undef S_BODY
+}
+
+//  use_beam_search, length_penalty, early_stopping, as vLLM's SamplingParams checks them:
+//  the width is best_of, else n; no sampling parameter may ask for sampling; temperature
+//  becomes 0; not streamed; no log-probabilities; length_penalty and early_stopping only
+//  with beam search.
+static void
+test_parse_beam_search (void **state)
+{
+    (void) state;
+#define S_BODY(members) "{\"model\":\"" MODEL "\",\"prompt\":\"a\"," members "}"
+    struct {
+        const char *body;
+        bool use_beam_search;
+        uint32_t width;
+        float length_penalty;
+        proto_early_stopping_t early_stopping;
+        float temperature;
+    } accepted [] = {
+        { S_BODY ("\"use_beam_search\":true,\"n\":2"), true, 2, 1.0f,
+          PROTO_EARLY_STOPPING_FALSE, 0.0f },
+        { S_BODY ("\"use_beam_search\":true"), true, 1, 1.0f,
+          PROTO_EARLY_STOPPING_FALSE, 0.0f },
+        { S_BODY ("\"use_beam_search\":true,\"n\":2,\"best_of\":4,\"length_penalty\":0.5,"
+                  "\"early_stopping\":\"never\""), true, 4, 0.5f,
+          PROTO_EARLY_STOPPING_NEVER, 0.0f },
+        { S_BODY ("\"use_beam_search\":true,\"best_of\":3,\"early_stopping\":true,"
+                  "\"length_penalty\":-2"), true, 3, -2.0f,
+          PROTO_EARLY_STOPPING_TRUE, 0.0f },
+        { S_BODY ("\"use_beam_search\":true,\"early_stopping\":false,\"length_penalty\":1,"
+                  "\"temperature\":0,\"top_p\":1,\"top_k\":-1,\"min_p\":0,\"seed\":3,"
+                  "\"repetition_penalty\":1.2"), true, 1, 1.0f,
+          PROTO_EARLY_STOPPING_FALSE, 0.0f },
+        { S_BODY ("\"use_beam_search\":true,\"top_k\":0,\"temperature\":null,"
+                  "\"early_stopping\":null,\"length_penalty\":null"), true, 1, 1.0f,
+          PROTO_EARLY_STOPPING_FALSE, 0.0f },
+        //  Without beam search, the defaults may be written out.
+        { S_BODY ("\"use_beam_search\":false,\"n\":3,\"length_penalty\":1,"
+                  "\"early_stopping\":false,\"temperature\":0.5"), false, 3, 1.0f,
+          PROTO_EARLY_STOPPING_FALSE, 0.5f },
+        { S_BODY ("\"use_beam_search\":null,\"n\":2,\"best_of\":5"), false, 5, 1.0f,
+          PROTO_EARLY_STOPPING_FALSE, 1.0f },
+    };
+    for (size_t index = 0; index < sizeof accepted / sizeof accepted [0]; index++) {
+        completion_request_t request;
+        api_error_t error;
+        int rc = s_parse (accepted [index].body, &request, &error);
+        if (rc != 0)
+            print_error ("body %s: refused %d param='%s' message='%s'\n",
+                         accepted [index].body, error.status, error.param, error.message);
+        assert_int_equal (rc, 0);
+        assert_true (request.options.use_beam_search == accepted [index].use_beam_search);
+        assert_int_equal (generation_options_width (&request.options),
+                          accepted [index].width);
+        assert_true (request.options.length_penalty == accepted [index].length_penalty);
+        assert_int_equal (request.options.early_stopping, accepted [index].early_stopping);
+        assert_true (request.options.sampling.temperature == accepted [index].temperature);
+        completion_request_reset (&request);
+    }
+
+    s_assert_refused_exactly (S_BODY ("\"use_beam_search\":1"), "use_beam_search",
+                              "'use_beam_search' must be a boolean or null");
+    s_assert_refused_exactly (S_BODY ("\"use_beam_search\":\"true\""), "use_beam_search",
+                              "'use_beam_search' must be a boolean or null");
+    s_assert_refused_exactly (S_BODY ("\"use_beam_search\":true,\"stream\":true"),
+                              "use_beam_search", "beam search cannot be streamed: the best "
+                              "beams are known only when all have finished");
+    s_assert_refused_exactly (S_BODY ("\"use_beam_search\":true,\"n\":2,\"best_of\":4,"
+                                      "\"stream\":true"),
+                              "use_beam_search", "beam search cannot be streamed: the best "
+                              "beams are known only when all have finished");
+    s_assert_refused_exactly (S_BODY ("\"use_beam_search\":true,\"temperature\":0.5"),
+                              "temperature", "beam search is deterministic: leave "
+                              "'temperature' out or set it to 0");
+    s_assert_refused_exactly (S_BODY ("\"use_beam_search\":true,\"temperature\":1"),
+                              "temperature", "beam search is deterministic: leave "
+                              "'temperature' out or set it to 0");
+    s_assert_refused_exactly (S_BODY ("\"use_beam_search\":true,\"top_p\":0.9"),
+                              "top_p", "beam search is deterministic: leave 'top_p' out or "
+                              "set it to 1");
+    s_assert_refused_exactly (S_BODY ("\"use_beam_search\":true,\"top_k\":5"),
+                              "top_k", "beam search is deterministic: leave 'top_k' out or "
+                              "set it to -1");
+    s_assert_refused_exactly (S_BODY ("\"use_beam_search\":true,\"min_p\":0.1"),
+                              "min_p", "beam search is deterministic: leave 'min_p' out or "
+                              "set it to 0");
+    //  The ranges are checked first, as without beam search.
+    s_assert_refused (S_BODY ("\"use_beam_search\":true,\"temperature\":3"), 400,
+                      "temperature", "between 0 and 2");
+    s_assert_refused_exactly (S_BODY ("\"use_beam_search\":true,\"logprobs\":1"),
+                              "logprobs", "log-probabilities are not kept for beam search yet");
+    s_assert_refused_exactly (S_BODY ("\"use_beam_search\":true,\"logprobs\":0"),
+                              "logprobs", "log-probabilities are not kept for beam search yet");
+    s_assert_refused (S_BODY ("\"use_beam_search\":true,\"n\":3,\"best_of\":2"), 400,
+                      "best_of", "best_of must be greater than or equal to n");
+    s_assert_refused (S_BODY ("\"use_beam_search\":true,\"best_of\":129"), 400,
+                      "best_of", "best_of may be at most 128");
+    s_assert_refused_exactly (S_BODY ("\"length_penalty\":2"), "length_penalty",
+                              "'length_penalty' is only used by beam search: leave it out "
+                              "or set it to 1, or set 'use_beam_search' to true");
+    s_assert_refused_exactly (S_BODY ("\"use_beam_search\":false,\"length_penalty\":0"),
+                              "length_penalty",
+                              "'length_penalty' is only used by beam search: leave it out "
+                              "or set it to 1, or set 'use_beam_search' to true");
+    s_assert_refused_exactly (S_BODY ("\"early_stopping\":true"), "early_stopping",
+                              "'early_stopping' is only used by beam search: leave it out "
+                              "or set it to false, or set 'use_beam_search' to true");
+    s_assert_refused_exactly (S_BODY ("\"early_stopping\":\"never\""), "early_stopping",
+                              "'early_stopping' is only used by beam search: leave it out "
+                              "or set it to false, or set 'use_beam_search' to true");
+    s_assert_refused_exactly (S_BODY ("\"use_beam_search\":true,\"length_penalty\":\"x\""),
+                              "length_penalty", "'length_penalty' must be a finite number or "
+                              "null");
+    s_assert_refused_exactly (S_BODY ("\"use_beam_search\":true,\"length_penalty\":1e300"),
+                              "length_penalty", "'length_penalty' must be a finite number or "
+                              "null");
+    s_assert_refused_exactly (S_BODY ("\"use_beam_search\":true,\"early_stopping\":\"always\""),
+                              "early_stopping",
+                              "'early_stopping' must be true, false or \"never\"");
+    s_assert_refused_exactly (S_BODY ("\"use_beam_search\":true,\"early_stopping\":1"),
+                              "early_stopping",
+                              "'early_stopping' must be true, false or \"never\"");
+#undef S_BODY
+}
+
+//  include_stop_str_in_output (default false) and skip_special_tokens (default true:
+//  keep_special_tokens false), vLLM's.
+static void
+test_parse_output_options (void **state)
+{
+    (void) state;
+#define S_BODY(members) "{\"model\":\"" MODEL "\",\"prompt\":\"a\"," members "}"
+    struct {
+        const char *body;
+        bool include_stop_str_in_output;
+        bool keep_special_tokens;
+    } accepted [] = {
+        { S_BODY ("\"include_stop_str_in_output\":true"), true, false },
+        { S_BODY ("\"skip_special_tokens\":false"), false, true },
+        { S_BODY ("\"skip_special_tokens\":true,\"include_stop_str_in_output\":false"),
+          false, false },
+        { S_BODY ("\"skip_special_tokens\":null,\"include_stop_str_in_output\":null"),
+          false, false },
+        { S_BODY ("\"skip_special_tokens\":false,\"include_stop_str_in_output\":true,"
+                  "\"stream\":true"), true, true },
+    };
+    for (size_t index = 0; index < sizeof accepted / sizeof accepted [0]; index++) {
+        completion_request_t request;
+        api_error_t error;
+        assert_int_equal (s_parse (accepted [index].body, &request, &error), 0);
+        assert_true (request.options.include_stop_str_in_output
+                     == accepted [index].include_stop_str_in_output);
+        assert_true (request.options.keep_special_tokens
+                     == accepted [index].keep_special_tokens);
+        completion_request_reset (&request);
+    }
+    s_assert_refused_exactly (S_BODY ("\"include_stop_str_in_output\":\"yes\""),
+                              "include_stop_str_in_output",
+                              "'include_stop_str_in_output' must be a boolean or null");
+    s_assert_refused_exactly (S_BODY ("\"skip_special_tokens\":0"), "skip_special_tokens",
+                              "'skip_special_tokens' must be a boolean or null");
 #undef S_BODY
 }
 
@@ -925,6 +1227,8 @@ main (void)
         cmocka_unit_test (test_completion_logprobs),
         cmocka_unit_test (test_parse_seed_n_stream),
         cmocka_unit_test (test_parse_n_best_of),
+        cmocka_unit_test (test_parse_beam_search),
+        cmocka_unit_test (test_parse_output_options),
         cmocka_unit_test (test_parse_stop),
         cmocka_unit_test (test_parse_stream),
         cmocka_unit_test (test_completion_id),

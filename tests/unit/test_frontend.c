@@ -2,9 +2,11 @@
     with prior knowledge, h2 and HTTP/1.1 over TLS) against a fake tokenizer (a ROUTER in
     the test thread) and a fake scheduler (a PUB for STATUS): completions and chat
     completions, whole and streamed (server-sent events, parsed here event by event),
-    tool calls, errors before and during a stream, clients that go away; the API key,
-    CORS, /version, /v1/models/{id}, the queue limit (429), /metrics (and the Prometheus
-    text of metrics.c on its own), TLS with ALPN.
+    tool calls, errors before and during a stream, clients that go away; beam search and
+    vLLM's output options in GENERATE; several prompts in one completion (one GENERATE
+    each, choices by global index, errors and cancels); the API key, CORS, /version,
+    /v1/models/{id}, the queue limit (429), /metrics (the queue time included, and the
+    Prometheus text of metrics.c on its own), TLS with ALPN.
 
     Each test starts its own actor on an ephemeral port. curl runs as a child process
     (popen) while the test thread plays the tokenizer; every wait is a poll with a
@@ -704,10 +706,18 @@ test_invalid_requests (void **state)
     s_response_reset (&response);
 
     response = s_call (fixture, "", "POST", "/v1/completions",
-                       s_body ("\"prompt\":[\"a\",\"b\"]"));
+                       s_body ("\"prompt\":[[1,2],[3,\"x\"]]"));
     assert_int_equal (response.status, 400);
-    s_assert_error_body (&response, "invalid_request_error", "prompt",
-                         "only a string prompt is supported for now");
+    s_assert_error_body (&response, "invalid_request_error", "prompt[1][1]",
+                         "'prompt[1][1]' must be a token id: an integer from 0 to 4294967295");
+    s_response_reset (&response);
+
+    response = s_call (fixture, "", "POST", "/v1/completions",
+                       s_body ("\"prompt\":\"a\",\"use_beam_search\":true,"
+                               "\"stream\":true"));
+    assert_int_equal (response.status, 400);
+    s_assert_error_body (&response, "invalid_request_error", "use_beam_search",
+                         "beam search cannot be streamed");
     s_response_reset (&response);
 
     response = s_call (fixture, "", "POST", "/v1/completions",
@@ -2740,7 +2750,8 @@ s_check_prometheus_text (const char *text)
         { "zllm:num_preemptions_total", "counter" },
         { "zllm:time_to_first_token_seconds", "histogram" },
         { "zllm:inter_token_latency_seconds", "histogram" },
-        { "zllm:e2e_request_latency_seconds", "histogram" }
+        { "zllm:e2e_request_latency_seconds", "histogram" },
+        { "zllm:request_queue_time_seconds", "histogram" }
     };
     for (size_t index = 0; index < sizeof metrics / sizeof metrics [0]; index++) {
         char line [160];
@@ -2770,8 +2781,9 @@ s_check_prometheus_text (const char *text)
     //  Histograms: cumulative buckets, the last +Inf, equal to _count.
     const char *histograms [] = { "zllm:time_to_first_token_seconds",
                                   "zllm:inter_token_latency_seconds",
-                                  "zllm:e2e_request_latency_seconds" };
-    for (size_t index = 0; index < 3; index++) {
+                                  "zllm:e2e_request_latency_seconds",
+                                  "zllm:request_queue_time_seconds" };
+    for (size_t index = 0; index < sizeof histograms / sizeof histograms [0]; index++) {
         char prefix [128];
         snprintf (prefix, sizeof prefix, "%s_bucket{model_name=\"" MODEL "\",le=\"",
                   histograms [index]);
@@ -2897,6 +2909,9 @@ test_metrics_text (void **state)
     metrics_inter_token_latency (metrics, 1, 0);        //  no tokens: nothing
     metrics_request_finished (metrics, "tool_calls", 7, 5, 1.25);
     metrics_request_finished (metrics, "other", 1, 1, 0.2);
+    metrics_queue_time (metrics, 0.3);                  //  on a bound: le="0.3"
+    metrics_queue_time (metrics, 0.0);
+    metrics_queue_time (metrics, 10000);                //  beyond every bound: +Inf
     metrics_status_t status = { .running = 3, .waiting = 1, .kv_blocks_used = 1,
                                 .kv_blocks_total = 3, .prefix_queries = 12345678901ull,
                                 .prefix_hits = 10000000000000000ull };
@@ -2928,7 +2943,15 @@ test_metrics_text (void **state)
         "zllm:inter_token_latency_seconds_count{model_name=\"m\\\"odel\\\\name\\n2\"} 4.0\n",
         "zllm:e2e_request_latency_seconds_bucket{model_name=\"m\\\"odel\\\\name\\n2\",le=\"0.3\"} 1.0\n",
         "zllm:e2e_request_latency_seconds_bucket{model_name=\"m\\\"odel\\\\name\\n2\",le=\"1.5\"} 2.0\n",
-        "zllm:e2e_request_latency_seconds_count{model_name=\"m\\\"odel\\\\name\\n2\"} 2.0\n"
+        "zllm:e2e_request_latency_seconds_count{model_name=\"m\\\"odel\\\\name\\n2\"} 2.0\n",
+        "# HELP zllm:request_queue_time_seconds Histogram of time spent in WAITING phase for request.\n"
+        "# TYPE zllm:request_queue_time_seconds histogram\n"
+        "zllm:request_queue_time_seconds_bucket{model_name=\"m\\\"odel\\\\name\\n2\",le=\"0.3\"} 2.0\n"
+        "zllm:request_queue_time_seconds_bucket{model_name=\"m\\\"odel\\\\name\\n2\",le=\"0.5\"} 2.0\n",
+        "zllm:request_queue_time_seconds_bucket{model_name=\"m\\\"odel\\\\name\\n2\",le=\"7680.0\"} 2.0\n"
+        "zllm:request_queue_time_seconds_bucket{model_name=\"m\\\"odel\\\\name\\n2\",le=\"+Inf\"} 3.0\n"
+        "zllm:request_queue_time_seconds_sum{model_name=\"m\\\"odel\\\\name\\n2\"} 10000.3\n"
+        "zllm:request_queue_time_seconds_count{model_name=\"m\\\"odel\\\\name\\n2\"} 3.0\n"
     };
     for (size_t index = 0; index < sizeof expected / sizeof expected [0]; index++) {
         if (!strstr (text, expected [index]))
@@ -2945,6 +2968,461 @@ test_metrics_text (void **state)
     metrics_destroy (&metrics);
     assert_null (metrics);
     metrics_destroy (&metrics);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Beam search, vLLM's output options, several prompts, queue time
+
+//  An OUTPUT for choice index of a request, with its queue_us.
+static void
+s_send_queued_output (fixture_t *fixture, uint64_t request_id, uint32_t index,
+                      const char *text, proto_finish_t finish, uint32_t prompt_tokens,
+                      uint32_t completion_tokens, uint64_t queue_us)
+{
+    proto_msg_t msg = PROTO_MSG_INIT;
+    msg.kind = PROTO_OUTPUT;
+    msg.request_id = request_id;
+    msg.index = index;
+    assert_int_equal (proto_msg_set_text (&msg, text), 0);
+    msg.finish = finish;
+    msg.prompt_tokens = prompt_tokens;
+    msg.completion_tokens = completion_tokens;
+    msg.queue_us = queue_us;
+    assert_non_null (fixture->peer);
+    assert_int_equal (proto_send_to (&msg, fixture->router, fixture->peer), 0);
+    proto_msg_reset (&msg);
+}
+
+//  Receive count CANCELs, one for each of ids (in any order), then nothing more.
+static void
+s_expect_cancels (fixture_t *fixture, const uint64_t *ids, size_t count)
+{
+    bool seen [8] = { false };
+    assert_true (count <= 8);
+    for (size_t got = 0; got < count; got++) {
+        proto_msg_t cancel = PROTO_MSG_INIT;
+        assert_int_equal (s_tokenizer_recv (fixture, &cancel, WAIT_MSEC), 0);
+        assert_int_equal (cancel.kind, PROTO_CANCEL);
+        size_t at = 0;
+        while (at < count && (seen [at] || ids [at] != cancel.request_id))
+            at++;
+        if (at == count)
+            print_error ("unexpected CANCEL for %" PRIx64 "\n", cancel.request_id);
+        assert_true (at < count);
+        seen [at] = true;
+        proto_msg_reset (&cancel);
+    }
+    s_expect_nothing (fixture, 50);
+}
+
+//  use_beam_search and its parameters, and the output options, reach GENERATE: the width
+//  as best_of, temperature 0; the beams come back whole (each OUTPUT finished), best
+//  first, as best_of's do. Without them, GENERATE has the defaults.
+static void
+test_beam_search_generate (void **state)
+{
+    fixture_t *fixture = (fixture_t *) *state;
+    call_t *call = s_call_start (fixture, "", "POST", "/v1/completions",
+        s_body ("\"prompt\":\"Once\",\"use_beam_search\":true,\"n\":2,\"best_of\":3,"
+                "\"length_penalty\":0.5,\"early_stopping\":\"never\",\"max_tokens\":4,"
+                "\"include_stop_str_in_output\":true,\"skip_special_tokens\":false"));
+    proto_msg_t generate = PROTO_MSG_INIT;
+    s_expect_generate_msg (fixture, &generate);
+    assert_string_equal (generate.text, "Once");
+    assert_true (generate.use_beam_search);
+    assert_int_equal (generate.n, 2);
+    assert_int_equal (generate.best_of, 3);
+    assert_true (generate.length_penalty == 0.5f);
+    assert_int_equal (generate.early_stopping, PROTO_EARLY_STOPPING_NEVER);
+    assert_true (generate.sampling.temperature == 0.0f);
+    assert_int_equal (generate.max_tokens, 4);
+    assert_true (generate.include_stop_str_in_output);
+    assert_true (generate.keep_special_tokens);
+    assert_false (generate.want_logprobs);
+    uint64_t request_id = generate.request_id;
+    proto_msg_reset (&generate);
+    s_send_choice_output (fixture, request_id, 1, " the end", PROTO_FINISH_STOP, 2, 3);
+    s_send_choice_output (fixture, request_id, 0, " upon a time", PROTO_FINISH_LENGTH, 2, 4);
+    response_t response = s_call_finish (call);
+    s_check_choices (&response,
+        "[{'index':0,'text':' upon a time','logprobs':null,'finish_reason':'length'},"
+        " {'index':1,'text':' the end','logprobs':null,'finish_reason':'stop'}]", 2, 7);
+    s_response_reset (&response);
+
+    //  Chat: the width is n when best_of is not given.
+    call = s_call_start (fixture, "--http2-prior-knowledge", "POST", "/v1/chat/completions",
+        s_chat_body ("'messages':[{'role':'user','content':'Hi'}],'use_beam_search':true,"
+                     "'n':2,'early_stopping':true"));
+    s_expect_generate_msg (fixture, &generate);
+    assert_true (generate.use_beam_search);
+    assert_int_equal (generate.n, 2);
+    assert_int_equal (generate.best_of, 2);
+    assert_true (generate.length_penalty == 1.0f);
+    assert_int_equal (generate.early_stopping, PROTO_EARLY_STOPPING_TRUE);
+    assert_true (generate.sampling.temperature == 0.0f);
+    assert_false (generate.include_stop_str_in_output);
+    assert_false (generate.keep_special_tokens);
+    request_id = generate.request_id;
+    proto_msg_reset (&generate);
+    s_send_choice_output (fixture, request_id, 0, "Hello!", PROTO_FINISH_STOP, 9, 3);
+    s_send_choice_output (fixture, request_id, 1, "Hi!", PROTO_FINISH_STOP, 9, 2);
+    response = s_call_finish (call);
+    s_check_choices (&response,
+        "[{'index':0,'message':{'role':'assistant','content':'Hello!'},'logprobs':null,"
+        "  'finish_reason':'stop'},"
+        " {'index':1,'message':{'role':'assistant','content':'Hi!'},'logprobs':null,"
+        "  'finish_reason':'stop'}]", 9, 5);
+    s_response_reset (&response);
+
+    //  Neither: the defaults.
+    call = s_call_start (fixture, "", "POST", "/v1/completions",
+                         s_body ("\"prompt\":\"x\",\"n\":2"));
+    s_expect_generate_msg (fixture, &generate);
+    assert_false (generate.use_beam_search);
+    assert_int_equal (generate.best_of, 0);
+    assert_true (generate.length_penalty == 1.0f);
+    assert_int_equal (generate.early_stopping, PROTO_EARLY_STOPPING_FALSE);
+    assert_true (generate.sampling.temperature == 1.0f);
+    assert_false (generate.include_stop_str_in_output);
+    assert_false (generate.keep_special_tokens);
+    assert_int_equal (generate.n_tokens, 0);
+    request_id = generate.request_id;
+    proto_msg_reset (&generate);
+    s_send_choice_output (fixture, request_id, 0, "a", PROTO_FINISH_STOP, 1, 1);
+    s_send_choice_output (fixture, request_id, 1, "b", PROTO_FINISH_STOP, 1, 1);
+    response = s_call_finish (call);
+    assert_int_equal (response.status, 200);
+    s_response_reset (&response);
+}
+
+//  Receive the GENERATEs of a request with count prompts, in the prompts' order: their
+//  ids (all different) into ids; each GENERATE is checked to ask for n choices.
+static void
+s_expect_prompts (fixture_t *fixture, uint32_t count, uint32_t n, const char *const *texts,
+                  uint64_t *ids)
+{
+    for (uint32_t index = 0; index < count; index++) {
+        proto_msg_t generate = PROTO_MSG_INIT;
+        s_expect_generate_msg (fixture, &generate);
+        assert_int_equal (generate.n, n);
+        if (texts)
+            assert_string_equal (generate.text, texts [index]);
+        ids [index] = generate.request_id;
+        for (uint32_t before = 0; before < index; before++)
+            assert_true (ids [before] != ids [index]);
+        proto_msg_reset (&generate);
+    }
+}
+
+//  Two prompts, n=2, echo: a GENERATE for each (the same seed), their OUTPUTs
+//  interleaved; choice j of prompt i is choice 2i + j, each echoing its own prompt;
+//  usage sums both prompts' tokens; the id is that of the first prompt.
+static void
+s_check_prompts_completion (fixture_t *fixture, const char *options, const char *version)
+{
+    call_t *call = s_call_start (fixture, options, "POST", "/v1/completions",
+        s_body ("\"prompt\":[\"A\",\"BB\"],\"n\":2,\"seed\":5,\"echo\":true"));
+    uint64_t ids [2];
+    for (uint32_t index = 0; index < 2; index++) {
+        proto_msg_t generate = PROTO_MSG_INIT;
+        s_expect_generate_msg (fixture, &generate);
+        assert_string_equal (generate.text, index? "BB": "A");
+        assert_int_equal (generate.n_tokens, 0);
+        assert_int_equal (generate.n, 2);
+        assert_true (generate.sampling.seed == 5);
+        ids [index] = generate.request_id;
+        proto_msg_reset (&generate);
+    }
+    assert_true (ids [0] != ids [1]);
+    s_send_choice_output (fixture, ids [1], 1, "d", PROTO_FINISH_NONE, 3, 1);
+    s_send_choice_output (fixture, ids [0], 0, "a", PROTO_FINISH_STOP, 2, 1);
+    s_send_choice_output (fixture, ids [1], 0, "c", PROTO_FINISH_LENGTH, 3, 2);
+    s_send_choice_output (fixture, ids [0], 1, "b", PROTO_FINISH_STOP, 2, 1);
+    //  Prompt 0 has finished, prompt 1 has not: nothing is answered yet.
+    zclock_sleep (50);
+    s_send_choice_output (fixture, ids [1], 1, "!", PROTO_FINISH_LENGTH, 3, 2);
+    response_t response = s_call_finish (call);
+    assert_string_equal (response.version, version);
+    char id [32];
+    snprintf (id, sizeof id, "cmpl-%016" PRIx64, ids [0]);
+    assert_string_equal (json_string_value (json_object_get (response.json, "id")), id);
+    s_check_choices (&response,
+        "[{'index':0,'text':'Aa','logprobs':null,'finish_reason':'stop'},"
+        " {'index':1,'text':'Ab','logprobs':null,'finish_reason':'stop'},"
+        " {'index':2,'text':'BBc','logprobs':null,'finish_reason':'length'},"
+        " {'index':3,'text':'BBd!','logprobs':null,'finish_reason':'length'}]", 5, 6);
+    s_response_reset (&response);
+}
+
+static void
+test_prompts_completion_http1 (void **state)
+{
+    s_check_prompts_completion ((fixture_t *) *state, "--http1.1", "1.1");
+}
+
+static void
+test_prompts_completion_h2c (void **state)
+{
+    s_check_prompts_completion ((fixture_t *) *state, "--http2-prior-knowledge", "2");
+}
+
+//  Prompts of token ids go as GENERATE.tokens (no text): one array is one prompt, an
+//  array of arrays several.
+static void
+test_prompts_tokens (void **state)
+{
+    fixture_t *fixture = (fixture_t *) *state;
+    call_t *call = s_call_start (fixture, "", "POST", "/v1/completions",
+                                 s_body ("\"prompt\":[[1,2],[4294967295]],\"max_tokens\":3"));
+    uint64_t ids [2];
+    for (uint32_t index = 0; index < 2; index++) {
+        proto_msg_t generate = PROTO_MSG_INIT;
+        s_expect_generate_msg (fixture, &generate);
+        assert_true (!generate.text || !*generate.text);
+        assert_null (generate.chat);
+        assert_int_equal (generate.max_tokens, 3);
+        if (index == 0) {
+            assert_int_equal (generate.n_tokens, 2);
+            assert_int_equal (generate.tokens [0], 1);
+            assert_int_equal (generate.tokens [1], 2);
+        }
+        else {
+            assert_int_equal (generate.n_tokens, 1);
+            assert_int_equal (generate.tokens [0], UINT32_MAX);
+        }
+        ids [index] = generate.request_id;
+        proto_msg_reset (&generate);
+    }
+    s_send_choice_output (fixture, ids [1], 0, "y", PROTO_FINISH_STOP, 1, 1);
+    s_send_choice_output (fixture, ids [0], 0, "x", PROTO_FINISH_LENGTH, 2, 3);
+    response_t response = s_call_finish (call);
+    s_check_choices (&response,
+        "[{'index':0,'text':'x','logprobs':null,'finish_reason':'length'},"
+        " {'index':1,'text':'y','logprobs':null,'finish_reason':'stop'}]", 3, 4);
+    s_response_reset (&response);
+
+    call = s_call_start (fixture, "--http2-prior-knowledge", "POST", "/v1/completions",
+                         s_body ("\"prompt\":[5,6,7]"));
+    proto_msg_t generate = PROTO_MSG_INIT;
+    s_expect_generate_msg (fixture, &generate);
+    assert_int_equal (generate.n_tokens, 3);
+    assert_int_equal (generate.tokens [2], 7);
+    uint64_t request_id = generate.request_id;
+    proto_msg_reset (&generate);
+    s_expect_nothing (fixture, 50);             //  one prompt, one GENERATE
+    s_send_output (fixture, request_id, "z", PROTO_FINISH_STOP, 3, 1);
+    response = s_call_finish (call);
+    s_check_choices (&response,
+        "[{'index':0,'text':'z','logprobs':null,'finish_reason':'stop'}]", 3, 1);
+    s_response_reset (&response);
+}
+
+//  Streamed, two prompts, n=2, echo and include_usage: every chunk names its choice by
+//  its index in the whole request; the finish of all a prompt's choices ends nothing;
+//  the usage chunk (both prompts' tokens) and [DONE] come after the last.
+static void
+s_check_prompts_stream (fixture_t *fixture, const char *options, const char *version)
+{
+    call_t *call = s_call_start (fixture, options, "POST", "/v1/completions",
+        s_body ("\"prompt\":[\"P\",\"Q\"],\"n\":2,\"echo\":true,\"stream\":true,"
+                "\"stream_options\":{\"include_usage\":true}"));
+    uint64_t ids [2];
+    const char *texts_sent [2] = { "P", "Q" };
+    s_expect_prompts (fixture, 2, 2, texts_sent, ids);
+    s_send_choice_output (fixture, ids [1], 1, "d", PROTO_FINISH_NONE, 3, 1);
+    s_send_choice_output (fixture, ids [0], 0, "a", PROTO_FINISH_STOP, 2, 1);
+    s_send_choice_output (fixture, ids [0], 1, "b", PROTO_FINISH_LENGTH, 2, 1);
+    zclock_sleep (50);
+    s_send_choice_output (fixture, ids [1], 0, "c", PROTO_FINISH_STOP, 3, 1);
+    s_send_choice_output (fixture, ids [1], 1, "", PROTO_FINISH_STOP, 3, 2);
+    response_t response = s_call_finish (call);
+    int pings;
+    json_t *events = s_stream_events (&response, version, &pings);
+    char id [40];
+    snprintf (id, sizeof id, "cmpl-%016" PRIx64, ids [0]);
+    //  4 echoes, 4 texts, 4 finishes, usage, [DONE]
+    if (json_array_size (events) != 14)
+        print_error ("body: %s\n", response.body);
+    assert_int_equal (json_array_size (events), 14);
+    char texts [4][64];
+    const char *finishes [4];
+    json_t *usage_chunk = s_check_choices_stream (events, id, false, 4, true, texts,
+                                                  finishes);
+    assert_string_equal (texts [0], "Pa");
+    assert_string_equal (texts [1], "Pb");
+    assert_string_equal (texts [2], "Qc");
+    assert_string_equal (texts [3], "Qd");
+    assert_string_equal (finishes [0], "stop");
+    assert_string_equal (finishes [1], "length");
+    assert_string_equal (finishes [2], "stop");
+    assert_string_equal (finishes [3], "stop");
+    s_check_usage_chunk (usage_chunk, 5, 5);
+    json_decref (events);
+    s_response_reset (&response);
+}
+
+static void
+test_prompts_stream_http1 (void **state)
+{
+    s_check_prompts_stream ((fixture_t *) *state, "--http1.1", "1.1");
+}
+
+static void
+test_prompts_stream_h2c (void **state)
+{
+    s_check_prompts_stream ((fixture_t *) *state, "--http2-prior-knowledge", "2");
+}
+
+//  An ERROR for one prompt fails the whole request (its status and message) and
+//  CANCELs the prompts still in flight: not the one that failed, not one that has
+//  finished. Streamed, after the stream has started: the error event, then [DONE].
+static void
+test_prompts_error (void **state)
+{
+    fixture_t *fixture = (fixture_t *) *state;
+    call_t *call = s_call_start (fixture, "", "POST", "/v1/completions",
+                                 s_body ("\"prompt\":[\"A\",\"B\",\"C\",\"D\"]"));
+    uint64_t ids [4];
+    s_expect_prompts (fixture, 4, 1, NULL, ids);
+    s_send_choice_output (fixture, ids [0], 0, "a", PROTO_FINISH_STOP, 1, 1);
+    s_send_choice_output (fixture, ids [1], 0, "b", PROTO_FINISH_NONE, 1, 1);
+    s_send_error (fixture, ids [2], 400, "prompt C: token 99999 is not in the vocabulary");
+    response_t response = s_call_finish (call);
+    assert_int_equal (response.status, 400);
+    s_assert_error_body (&response, "invalid_request_error", NULL,
+                         "prompt C: token 99999 is not in the vocabulary");
+    s_response_reset (&response);
+    uint64_t cancelled [2] = { ids [1], ids [3] };
+    s_expect_cancels (fixture, cancelled, 2);
+    //  What comes late for the request is dropped.
+    s_send_choice_output (fixture, ids [1], 0, "", PROTO_FINISH_STOP, 1, 2);
+    s_expect_nothing (fixture, 50);
+
+    call = s_call_start (fixture, "--http2-prior-knowledge", "POST", "/v1/completions",
+                         s_body ("\"prompt\":[\"A\",\"B\"],\"stream\":true"));
+    s_expect_prompts (fixture, 2, 1, NULL, ids);
+    s_send_choice_output (fixture, ids [0], 0, "a", PROTO_FINISH_NONE, 1, 1);
+    s_send_error (fixture, ids [1], 503, "no worker");
+    response = s_call_finish (call);
+    int pings;
+    json_t *events = s_stream_events (&response, "2", &pings);
+    assert_int_equal (json_array_size (events), 3);
+    json_t *error = json_object_get (json_array_get (events, 1), "error");
+    assert_string_equal (json_string_value (json_object_get (error, "message")), "no worker");
+    assert_string_equal (json_string_value (json_object_get (error, "type")), "server_error");
+    assert_string_equal (json_string_value (json_array_get (events, 2)), "[DONE]");
+    json_decref (events);
+    s_response_reset (&response);
+    s_expect_cancels (fixture, ids, 1);
+}
+
+//  A client that goes away cancels every prompt still in flight.
+static void
+test_prompts_disconnect (void **state)
+{
+    fixture_t *fixture = (fixture_t *) *state;
+    const char *options [2] = { "--max-time 1 --http1.1", "--max-time 1 --http2-prior-knowledge" };
+    for (int round = 0; round < 2; round++) {
+        call_t *call = s_call_start (fixture, options [round], "POST", "/v1/completions",
+                                     s_body ("\"prompt\":[\"A\",\"B\",\"C\"],\"n\":2"));
+        uint64_t ids [3];
+        s_expect_prompts (fixture, 3, 2, NULL, ids);
+        //  Prompt 1 finishes: it is not cancelled.
+        s_send_choice_output (fixture, ids [1], 0, "b", PROTO_FINISH_STOP, 1, 1);
+        s_send_choice_output (fixture, ids [1], 1, "b", PROTO_FINISH_STOP, 1, 1);
+        s_send_choice_output (fixture, ids [0], 1, "a", PROTO_FINISH_NONE, 1, 1);
+        response_t response = s_call_finish (call);
+        assert_int_equal (response.exit_code, 28);
+        s_response_reset (&response);
+        uint64_t cancelled [2] = { ids [0], ids [2] };
+        s_expect_cancels (fixture, cancelled, 2);
+    }
+}
+
+//  The queue limit counts prompts: a request of 3 prompts is let in while fewer than 2
+//  wait, then counts as 3 waiting.
+static void
+test_prompts_queue (void **state)
+{
+    fixture_t *fixture = (fixture_t *) *state;
+    call_t *call = s_call_start (fixture, "", "POST", "/v1/completions",
+                                 s_body ("\"prompt\":[\"a\",\"b\",\"c\"]"));
+    uint64_t ids [3];
+    s_expect_prompts (fixture, 3, 1, NULL, ids);
+    response_t response = s_call (fixture, "", "GET", "/metrics", NULL);
+    assert_true (s_metric (response.body, "zllm:num_requests_waiting" LABEL) == 3);
+    s_response_reset (&response);
+    response = s_call (fixture, "", "POST", "/v1/completions", s_body ("\"prompt\":\"d\""));
+    assert_int_equal (response.status, 429);
+    s_assert_error_body (&response, "rate_limit_error", NULL, "3 requests are already waiting");
+    s_response_reset (&response);
+    //  One prompt finished, the scheduler runs one: one waits, a new one is let in.
+    s_send_output (fixture, ids [0], "A", PROTO_FINISH_STOP, 1, 1);
+    s_wait_running (fixture, 1, 1, 8);
+    response = s_call (fixture, "", "GET", "/metrics", NULL);
+    assert_true (s_metric (response.body, "zllm:num_requests_waiting" LABEL) == 1);
+    s_response_reset (&response);
+    call_t *other = s_call_start (fixture, "", "POST", "/v1/completions",
+                                  s_body ("\"prompt\":\"e\""));
+    uint64_t other_id = s_expect_generate (fixture, "e");
+    s_send_output (fixture, ids [1], "B", PROTO_FINISH_STOP, 1, 1);
+    s_send_output (fixture, ids [2], "C", PROTO_FINISH_STOP, 1, 1);
+    s_send_output (fixture, other_id, "E", PROTO_FINISH_STOP, 1, 1);
+    response = s_call_finish (call);
+    s_check_choices (&response,
+        "[{'index':0,'text':'A','logprobs':null,'finish_reason':'stop'},"
+        " {'index':1,'text':'B','logprobs':null,'finish_reason':'stop'},"
+        " {'index':2,'text':'C','logprobs':null,'finish_reason':'stop'}]", 3, 3);
+    s_response_reset (&response);
+    response = s_call_finish (other);
+    assert_int_equal (response.status, 200);
+    s_response_reset (&response);
+}
+
+//  request_queue_time_seconds: one sample per prompt, from the queue_us of its first
+//  OUTPUT (later ones are not counted), whatever choice it is for.
+static void
+test_queue_time_metric (void **state)
+{
+    fixture_t *fixture = (fixture_t *) *state;
+    call_t *call = s_call_start (fixture, "", "POST", "/v1/completions",
+                                 s_body ("\"prompt\":\"q\",\"n\":2"));
+    uint64_t request_id = s_expect_generate (fixture, "q");
+    s_send_queued_output (fixture, request_id, 1, "", PROTO_FINISH_NONE, 1, 1, 1500000);
+    s_send_queued_output (fixture, request_id, 0, "a", PROTO_FINISH_STOP, 1, 1, 7000000);
+    s_send_queued_output (fixture, request_id, 1, "b", PROTO_FINISH_STOP, 1, 2, 7000000);
+    response_t response = s_call_finish (call);
+    assert_int_equal (response.status, 200);
+    s_response_reset (&response);
+
+    call = s_call_start (fixture, "--http2-prior-knowledge", "POST", "/v1/completions",
+                         s_body ("\"prompt\":[\"r\",\"s\"],\"stream\":true"));
+    uint64_t ids [2];
+    s_expect_prompts (fixture, 2, 1, NULL, ids);
+    s_send_queued_output (fixture, ids [1], 0, "s", PROTO_FINISH_NONE, 1, 1, 250000);
+    s_send_queued_output (fixture, ids [0], 0, "r", PROTO_FINISH_STOP, 1, 1, 0);
+    s_send_queued_output (fixture, ids [1], 0, "", PROTO_FINISH_STOP, 1, 1, 9000000);
+    response = s_call_finish (call);
+    assert_int_equal (response.status, 200);
+    s_response_reset (&response);
+
+    response = s_call (fixture, "", "GET", "/metrics", NULL);
+    const char *text = response.body;
+    s_check_prometheus_text (text);
+    assert_true (s_metric (text, "zllm:request_queue_time_seconds_count" LABEL) == 3);
+    assert_true (s_metric (text, "zllm:request_queue_time_seconds_sum" LABEL) == 1.75);
+    assert_true (s_metric (text, "zllm:request_queue_time_seconds_bucket{model_name=\""
+                           MODEL "\",le=\"0.3\"}") == 2);
+    assert_true (s_metric (text, "zllm:request_queue_time_seconds_bucket{model_name=\""
+                           MODEL "\",le=\"1.0\"}") == 2);
+    assert_true (s_metric (text, "zllm:request_queue_time_seconds_bucket{model_name=\""
+                           MODEL "\",le=\"1.5\"}") == 3);
+    //  Two requests, three prompts: the other histograms count requests.
+    assert_true (s_metric (text, "zllm:e2e_request_latency_seconds_count" LABEL) == 2);
+    assert_true (s_metric (text, "zllm:prompt_tokens_total" LABEL) == 3);
+    assert_true (s_metric (text, "zllm:generation_tokens_total" LABEL) == 5);
+    s_response_reset (&response);
 }
 
 
@@ -3096,6 +3574,16 @@ main (void)
         cmocka_unit_test_setup_teardown (test_choices_metrics, setup, teardown),
         cmocka_unit_test_setup_teardown (test_queue_full, setup_queue, teardown),
         cmocka_unit_test_setup_teardown (test_metrics, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_beam_search_generate, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_prompts_completion_http1, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_prompts_completion_h2c, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_prompts_tokens, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_prompts_stream_http1, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_prompts_stream_h2c, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_prompts_error, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_prompts_disconnect, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_prompts_queue, setup_queue, teardown),
+        cmocka_unit_test_setup_teardown (test_queue_time_metric, setup, teardown),
         cmocka_unit_test (test_metrics_text),
         cmocka_unit_test_setup_teardown (test_tls, setup_tls, teardown),
         cmocka_unit_test_setup_teardown (test_tls_refused, setup, teardown),
