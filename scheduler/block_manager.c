@@ -462,36 +462,60 @@ block_manager_n_used (const block_manager_t *self)
     return self->n_blocks - self->n_free_stack - self->n_lru;
 }
 
-uint32_t
-block_manager_match_prefix (block_manager_t *self, block_table_t *table,
-                            const uint32_t *tokens, uint32_t n_tokens, uint32_t max_tokens)
+//  How many blocks a prefix match may take at most: the full blocks of the first
+//  min (n_tokens, max_tokens) tokens, no more than are registered; 0 when prefix caching
+//  is off or there are no tokens.
+static uint32_t
+s_prefix_limit (const block_manager_t *self, const uint32_t *tokens, uint32_t n_tokens,
+                uint32_t max_tokens)
 {
-    if (!self || !table || !self->prefix_caching || table->n_blocks > 0)
+    if (!self->prefix_caching || !tokens)
         return 0;
-    if (!tokens)
-        n_tokens = 0;
+    uint32_t limit = (n_tokens < max_tokens? n_tokens: max_tokens) / self->block_size;
+    return limit < self->n_registered? limit: self->n_registered;
+}
+
+//  Walk tokens block by block down the chain of registered blocks, at most limit
+//  blocks. Returns how many match in a row; their ids go to blocks (when not NULL,
+//  with room for limit), and how many of them no table holds to *n_unheld (when not
+//  NULL). Changes nothing.
+static uint32_t
+s_walk_prefix (const block_manager_t *self, const uint32_t *tokens, uint32_t limit,
+               uint32_t *blocks, uint32_t *n_unheld)
+{
     uint32_t bs = self->block_size;
-
-    uint32_t limit = (n_tokens < max_tokens? n_tokens: max_tokens) / bs;
-    if (limit > self->n_registered)
-        limit = self->n_registered;
-    if (limit == 0 || s_table_reserve (table, limit) != 0)
-        return 0;
-
-    //  Walk the prompt block by block down the chain of registered blocks.
     uint32_t n_matched = 0;
     uint32_t prev = BLOCK_NONE;
     uint64_t prev_hash = s_hash_seed;
+    if (n_unheld)
+        *n_unheld = 0;
     while (n_matched < limit) {
         const uint32_t *block_tokens = tokens + (size_t) n_matched * bs;
         uint64_t hash = s_hash (prev_hash, block_tokens, bs);
         uint32_t b = s_lookup (self, hash, prev, block_tokens);
         if (b == BLOCK_NONE)
             break;
-        table->blocks [n_matched++] = b;
+        if (blocks)
+            blocks [n_matched] = b;
+        if (n_unheld && self->blocks [b].ref == 0)
+            (*n_unheld)++;
+        n_matched++;
         prev = b;
         prev_hash = hash;
     }
+    return n_matched;
+}
+
+uint32_t
+block_manager_match_prefix (block_manager_t *self, block_table_t *table,
+                            const uint32_t *tokens, uint32_t n_tokens, uint32_t max_tokens)
+{
+    if (!self || !table || table->n_blocks > 0)
+        return 0;
+    uint32_t limit = s_prefix_limit (self, tokens, n_tokens, max_tokens);
+    if (limit == 0 || s_table_reserve (table, limit) != 0)
+        return 0;
+    uint32_t n_matched = s_walk_prefix (self, tokens, limit, table->blocks, NULL);
     //  Hold them: a cached one leaves the LRU list (it goes back, most recently used,
     //  when released).
     for (uint32_t i = 0; i < n_matched; i++) {
@@ -502,7 +526,21 @@ block_manager_match_prefix (block_manager_t *self, block_table_t *table,
     }
     table->n_blocks = n_matched;
     table->n_committed = n_matched;
-    return n_matched * bs;
+    return n_matched * self->block_size;
+}
+
+uint32_t
+block_manager_cached_prefix (const block_manager_t *self, const uint32_t *tokens,
+                             uint32_t n_tokens, uint32_t max_tokens, uint32_t *n_unheld)
+{
+    if (n_unheld)
+        *n_unheld = 0;
+    if (!self)
+        return 0;
+    uint32_t limit = s_prefix_limit (self, tokens, n_tokens, max_tokens);
+    if (limit == 0)
+        return 0;
+    return s_walk_prefix (self, tokens, limit, NULL, n_unheld) * self->block_size;
 }
 
 void

@@ -17,6 +17,8 @@
     later sequence whose prompt starts with the same tokens takes the same blocks
     (block_manager_match_prefix) and skips computing them. A match compares the tokens
     themselves and the chain of blocks before, not only a hash, so it is never wrong.
+    block_manager_cached_prefix says how much would match without taking anything, so
+    the scheduler can ask every worker's cache before choosing where a request runs.
     A registered block that no table holds any more stays cached, and is evicted, least
     recently used first, only when a block is needed and none is free. A table releases
     its blocks last first, so a chain loses its end before its start. A block that
@@ -81,6 +83,17 @@ uint32_t
     block_manager_match_prefix (block_manager_t *self, block_table_t *table,
                                 const uint32_t *tokens, uint32_t n_tokens,
                                 uint32_t max_tokens);
+
+//  How many leading tokens of tokens[] the cache holds: what block_manager_match_prefix
+//  would return for the same arguments, but read-only. No block is held, none changes
+//  its place in the LRU order, nothing is counted. When n_unheld is not NULL, it gets
+//  how many of those blocks no table holds: a match would take them out of the free
+//  count (block_manager_n_free). For choosing, among workers, the one that caches the
+//  most of a prompt before any of them matches it.
+uint32_t
+    block_manager_cached_prefix (const block_manager_t *self, const uint32_t *tokens,
+                                 uint32_t n_tokens, uint32_t max_tokens,
+                                 uint32_t *n_unheld);
 
 //  Blocks block_manager_grow would take for the same arguments.
 uint32_t

@@ -9,13 +9,15 @@
     Where a request goes next:
 
         SUBMIT -> s_handle_submit -> waiting list
-        s_schedule -> s_build_step (for an idle worker): running requests first, each
-            its next token or its next prefill chunk; then waiting requests are admitted
-            while the token budget, the sequence cap and the free blocks allow -> STEP
+        s_schedule -> s_step_worker (for each idle worker, least loaded first): running
+            requests first, each its next token or its next prefill chunk; then waiting
+            requests are admitted while the token budget, the sequence cap and the free
+            blocks allow, unless the head is left to a worker that caches more of it
+            -> STEP
         STEP_RESULT -> s_handle_step_result -> TOKENS to the tokenizer -> finished? its
             blocks are freed : it stays running and gets its next token in the next step
 
-    The policy, in s_build_step, is continuous batching with chunked prefill, as vLLM's:
+    The policy, in s_step_worker, is continuous batching with chunked prefill, as vLLM's:
     - every step has a budget of max_num_batched_tokens new tokens and at most
       max_num_seqs sequences;
     - running requests come first, oldest first: a decode takes one token of the budget,
@@ -24,6 +26,19 @@
     - then waiting requests are admitted first come, first served (nobody overtakes the
       head of the queue) when the blocks for their whole prompt are free; a prompt's
       leading blocks that are in the prefix cache are not computed again;
+    - each request runs on one worker (data parallel), chosen by load and by where its
+      prompt is cached (s_defers_head). Idle workers build their steps least loaded
+      first; the first that can admit the head of the queue takes it, except that it
+      leaves the head to a better worker: one that caches at least one block more of
+      the head's prompt and could admit it now (its context holds it, it runs fewer than
+      max_num_seqs sequences, the blocks for the rest of the prompt are free, a beam may
+      run there). That worker builds its step later in the same round, or is running a
+      step and takes the head when the step ends. A worker that leaves the head admits
+      nothing else (nobody overtakes the head), and it does so for PREFIX_WAIT_MS at
+      most, counted from the first time a worker left that request: then the first
+      worker that can admit it does, so a better worker that stays busy never starves
+      it (the loop wakes at least every 100 ms). The choice only looks at the prefix
+      caches (block_manager_cached_prefix): it holds no block and counts no query;
     - when a running request needs a block and none is free, the newest running request
       is preempted: its blocks are freed and it goes back to the head of the queue with
       its tokens so far, to be recomputed later (its output does not change: the worker
@@ -55,6 +70,9 @@
 #define STATUS_INTERVAL_MS 1000
 #define DEFAULT_MAX_NUM_SEQS 64
 #define DEFAULT_MAX_NUM_BATCHED_TOKENS 512
+//  How long an idle worker leaves the head of the queue to a worker that caches more of
+//  its prompt (the routing rule in the header comment), from the first time it did.
+#define PREFIX_WAIT_MS 200
 
 typedef struct _worker_t worker_t;
 
@@ -125,6 +143,8 @@ struct _request_t {
     uint32_t n_candidates;
     int64_t submitted_at;           //  zclock_usecs when SUBMIT came
     int64_t admitted_at;            //  ... when it first ran on a worker (0: not yet)
+    int64_t deferred_since;         //  zclock_mono when a worker first left it, at the
+                                    //  head, to one that caches more of it (0: not yet)
     bool sent_tokens;               //  a TOKENS went for it (queue_us goes on the first)
 };
 
@@ -863,8 +883,89 @@ s_beam_may_run_on (const beam_group_t *group, const worker_t *worker)
     return !group->search || worker->n_ctx + 1 >= beam_search_max_length (group->search);
 }
 
+//  How many leading tokens of the request the worker's prefix cache holds, as
+//  s_admit_waiting would match them (the last token is always computed), without
+//  matching them. *n_unheld (when not NULL): how many of those blocks no sequence holds.
+static uint32_t
+s_cached_on (const worker_t *worker, const request_t *request, uint32_t *n_unheld)
+{
+    return block_manager_cached_prefix (worker->blocks, request->tokens, request->n_tokens,
+                                        request->n_tokens - 1, n_unheld);
+}
+
+//  The prompt tokens worker would not compute if it admitted the request now: its cached
+//  prefix, or 0 when it could not admit the request now. It could when its context
+//  holds the request, it runs fewer than max_num_seqs sequences, a beam may run there,
+//  and the blocks for the rest of the prompt are free (matching takes the cached blocks
+//  no sequence holds out of the free ones). The step's token budget is not counted: each
+//  step has a new one.
+static uint32_t
+s_saved_on (scheduler_t *self, const worker_t *worker, const request_t *request)
+{
+    if (request->n_tokens > worker->n_ctx
+    ||  zlistx_size (worker->running) >= self->max_num_seqs
+    ||  (request->beams && !s_beam_may_run_on (request->beams, worker)))
+        return 0;
+    uint32_t n_unheld;
+    uint32_t n_cached = s_cached_on (worker, request, &n_unheld);
+    if (n_cached == 0)
+        return 0;
+    uint32_t block_size = block_manager_block_size (worker->blocks);
+    uint32_t n_blocks = request->n_tokens / block_size
+                      + (request->n_tokens % block_size != 0);
+    uint32_t to_take = n_blocks - n_cached / block_size + n_unheld;
+    return to_take <= block_manager_n_free (worker->blocks)? n_cached: 0;
+}
+
+//  The worker other than `worker` that would save the most prompt tokens by admitting
+//  the request now (s_saved_on), the first of them on a tie; NULL when none would save
+//  any. *n_saved: how many.
+static worker_t *
+s_best_cached_other (scheduler_t *self, const worker_t *worker, const request_t *request,
+                     uint32_t *n_saved)
+{
+    worker_t *best = NULL;
+    *n_saved = 0;
+    worker_t *other = (worker_t *) zlistx_first (self->workers);
+    while (other) {
+        uint32_t saved = other != worker? s_saved_on (self, other, request): 0;
+        if (saved > *n_saved) {
+            best = other;
+            *n_saved = saved;
+        }
+        other = (worker_t *) zlistx_next (self->workers);
+    }
+    return best;
+}
+
+//  Whether worker leaves the request at the head of the queue to a better worker: one
+//  that could admit it now and caches at least one block (of its own) more of it than
+//  worker does. That worker is building its step in this same round, or running one
+//  and takes the head when it ends. Workers defer a request for PREFIX_WAIT_MS at most,
+//  counted from the first time one did; after that, any worker that can admit it does.
+static bool
+s_defers_head (scheduler_t *self, worker_t *worker, request_t *request)
+{
+    uint32_t theirs;
+    worker_t *better = s_best_cached_other (self, worker, request, &theirs);
+    if (!better)
+        return false;
+    uint32_t mine = s_cached_on (worker, request, NULL);
+    if (theirs < mine + block_manager_block_size (better->blocks))
+        return false;
+    int64_t now = zclock_mono ();
+    if (request->deferred_since == 0) {
+        request->deferred_since = now;
+        zlog (ZLOG_DEBUG, ACTOR, request->id, "waits up to %d ms for %s, which caches %u "
+              "of its %u tokens (%s caches %u)", PREFIX_WAIT_MS, better->device, theirs,
+              request->n_tokens, worker->device, mine);
+    }
+    return now - request->deferred_since < PREFIX_WAIT_MS;
+}
+
 //  Waiting requests, first come first served, while there is budget, a sequence to
-//  spare and free blocks for the whole (remaining) prompt.
+//  spare and free blocks for the whole (remaining) prompt, unless the head is left to a
+//  worker that caches more of it (s_defers_head).
 static void
 s_admit_waiting (scheduler_t *self, worker_t *worker, step_builder_t *builder)
 {
@@ -879,6 +980,8 @@ s_admit_waiting (scheduler_t *self, worker_t *worker, step_builder_t *builder)
             break;                  //  it waits for a worker with a longer context
         if (request->beams && !s_beam_may_run_on (request->beams, worker))
             break;                  //  it waits for the worker that has its other beams
+        if (s_defers_head (self, worker, request))
+            break;                  //  it waits for the worker that caches more of it
         //  The prompt's leading blocks may be cached: at least one token is computed,
         //  for the logits.
         request->n_computed = block_manager_match_prefix (
@@ -905,6 +1008,7 @@ s_admit_waiting (scheduler_t *self, worker_t *worker, step_builder_t *builder)
                                           request->n_computed);
         if (request->admitted_at == 0)
             request->admitted_at = zclock_usecs ();
+        request->deferred_since = 0;
         zlistx_delete (self->waiting, zlistx_cursor (self->waiting));
         zlistx_add_end (worker->running, request);
         zhashx_insert (worker->by_id, &request->seq_id, request);
@@ -1014,7 +1118,8 @@ s_step_worker (scheduler_t *self, worker_t *worker)
 }
 
 //  Give every idle worker its next step, the least loaded first, so that waiting
-//  requests go where the fewest run.
+//  requests go where the fewest run, unless another worker caches more of the head of
+//  the queue (s_defers_head).
 static void
 s_schedule (scheduler_t *self)
 {

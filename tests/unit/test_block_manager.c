@@ -1,6 +1,6 @@
 /*  test_block_manager — scheduler/block_manager: prefix reuse, copy-on-write, LRU
     eviction, exact prefix matches, identical blocks, growth that fails without changing
-    anything, and a randomized run of thousands of operations against the test's own
+    anything, the read-only prefix query, and a randomized run of thousands of operations against the test's own
     record of what every block holds, with block_manager_check after each one.
 */
 #include <stdarg.h>
@@ -499,6 +499,111 @@ test_prefix_caching_off (void **state)
     block_manager_destroy (&bm);
 }
 
+//  block_manager_cached_prefix answers what block_manager_match_prefix would for the
+//  same arguments (and match takes exactly n_unheld blocks out of the free count).
+static void
+s_assert_cached_prefix_is_the_match (block_manager_t *bm, const uint32_t *tokens,
+                                     uint32_t n_tokens, uint32_t max_tokens)
+{
+    uint32_t n_unheld = 12345;
+    uint32_t cached = block_manager_cached_prefix (bm, tokens, n_tokens, max_tokens,
+                                                   &n_unheld);
+    uint32_t n_free = block_manager_n_free (bm);
+    block_table_t table = { 0 };
+    uint32_t matched = block_manager_match_prefix (bm, &table, tokens, n_tokens, max_tokens);
+    assert_int_equal (cached, matched);
+    assert_int_equal (block_manager_n_free (bm), n_free - n_unheld);
+    block_manager_free (bm, &table);
+}
+
+//  The read-only query: how much of a prompt is cached, and how many of those blocks
+//  no table holds, with no reference taken, no block moved in the LRU order and no
+//  query counted. Its answers are match_prefix's.
+static void
+test_cached_prefix_changes_nothing (void **state)
+{
+    (void) state;
+    block_manager_t *bm = block_manager_new (8, 2, true);
+    assert_non_null (bm);
+    const uint32_t x [3] = { 1, 2, 0 }, y [3] = { 3, 4, 0 }, z [3] = { 5, 6, 0 };
+    const uint32_t chain [5] = { 7, 8, 9, 10, 11 };
+    block_table_t t = { 0 }, held = { 0 }, w = { 0 };
+
+    //  x, y, z compute one block each and leave, in that order: blocks 0, 1, 2 are
+    //  cached, x's least recently used. `held` keeps chain's blocks 3 -> 4 (registered)
+    //  and 5 (partial). Free: 6 and 7, then the cached ones.
+    s_prefill (bm, &t, x, 2);
+    block_manager_free (bm, &t);
+    s_prefill (bm, &t, y, 2);
+    block_manager_free (bm, &t);
+    s_prefill (bm, &t, z, 2);
+    block_manager_free (bm, &t);
+    s_prefill (bm, &held, chain, 5);
+    assert_int_equal (held.n_committed, 2);
+    block_table_t *live [2] = { &held };
+    s_check_tables (bm, live, 1);
+    uint64_t queries_before, hits_before;
+    block_manager_prefix_stats (bm, &queries_before, &hits_before);
+
+    //  Cached and held by none; held; limited by max_tokens, by n_tokens, by a
+    //  mismatch; nothing to ask about.
+    uint32_t n_unheld = 99;
+    assert_int_equal (block_manager_cached_prefix (bm, x, 3, 2, &n_unheld), 2);
+    assert_int_equal (n_unheld, 1);
+    assert_int_equal (block_manager_cached_prefix (bm, chain, 5, 4, &n_unheld), 4);
+    assert_int_equal (n_unheld, 0);
+    assert_int_equal (block_manager_cached_prefix (bm, chain, 5, 3, &n_unheld), 2);
+    assert_int_equal (block_manager_cached_prefix (bm, chain, 3, 100, NULL), 2);
+    const uint32_t other [5] = { 7, 8, 9, 99, 11 };
+    assert_int_equal (block_manager_cached_prefix (bm, other, 5, 4, &n_unheld), 2);
+    assert_int_equal (n_unheld, 0);
+    assert_int_equal (block_manager_cached_prefix (bm, y + 1, 2, 2, &n_unheld), 0);
+    assert_int_equal (n_unheld, 0);
+    assert_int_equal (block_manager_cached_prefix (bm, NULL, 5, 4, &n_unheld), 0);
+    assert_int_equal (block_manager_cached_prefix (NULL, x, 3, 2, &n_unheld), 0);
+
+    //  Nothing changed: the reference counts, the counters ...
+    s_check_tables (bm, live, 1);
+    uint64_t queries, hits;
+    block_manager_prefix_stats (bm, &queries, &hits);
+    assert_true (queries == queries_before && hits == hits_before);
+    //  ... and the LRU order: x's block is still the first evicted (after the two
+    //  free ones), where a match would have made it the most recently used.
+    block_copy_t copies [4];
+    assert_int_equal (s_grow (bm, &w, 0, 6, copies), 0);
+    const uint32_t w_blocks [3] = { 6, 7, 0 };
+    s_assert_blocks (&w, w_blocks, 3);
+    live [1] = &w;
+    s_check_tables (bm, live, 2);
+    assert_int_equal (block_manager_cached_prefix (bm, x, 3, 2, NULL), 0);
+    assert_int_equal (block_manager_cached_prefix (bm, y, 3, 2, NULL), 2);
+
+    //  Every answer is the match's, whatever the blocks' state.
+    s_assert_cached_prefix_is_the_match (bm, x, 3, 2);
+    s_assert_cached_prefix_is_the_match (bm, y, 3, 2);
+    s_assert_cached_prefix_is_the_match (bm, z, 3, 2);
+    s_assert_cached_prefix_is_the_match (bm, chain, 5, 4);
+    s_assert_cached_prefix_is_the_match (bm, chain, 5, 3);
+    s_assert_cached_prefix_is_the_match (bm, chain, 4, 4);
+    s_assert_cached_prefix_is_the_match (bm, other, 5, 4);
+    block_manager_free (bm, &held);                 //  chain's blocks: cached, unheld
+    s_assert_cached_prefix_is_the_match (bm, chain, 5, 4);
+    assert_int_equal (block_manager_cached_prefix (bm, chain, 5, 4, &n_unheld), 4);
+    assert_int_equal (n_unheld, 2);
+    block_manager_free (bm, &w);
+    s_check (bm, NULL);
+    block_manager_destroy (&bm);
+
+    //  Prefix caching off: nothing is ever cached.
+    bm = block_manager_new (4, 2, false);
+    assert_non_null (bm);
+    s_prefill (bm, &t, x, 2);
+    block_manager_free (bm, &t);
+    assert_int_equal (block_manager_cached_prefix (bm, x, 3, 2, &n_unheld), 0);
+    assert_int_equal (n_unheld, 0);
+    block_manager_destroy (&bm);
+}
+
 //  A grow that cannot get its blocks returns -1 and changes nothing.
 static void
 s_grow_must_fail (block_manager_t *bm, block_table_t *table, uint32_t first_write,
@@ -882,7 +987,14 @@ r_new_seq (r_state_t *r)
                 at_least = k;
         }
 
+    //  The read-only query says first what the match takes, and how many free blocks.
+    uint32_t n_unheld;
+    uint32_t cached = block_manager_cached_prefix (r->bm, seq->tokens, n, max_tokens,
+                                                   &n_unheld);
+    uint32_t n_free = block_manager_n_free (r->bm);
     uint32_t matched = s_match (r->bm, &seq->table, seq->tokens, n, max_tokens);
+    assert_int_equal (matched, cached);
+    assert_int_equal (block_manager_n_free (r->bm), n_free - n_unheld);
     if (r->caching) {
         r->queries += n / bs;
         r->hits += matched / bs;
@@ -1155,6 +1267,7 @@ main (void)
         cmocka_unit_test (test_match_stops_at_mismatch),
         cmocka_unit_test (test_identical_blocks_registered_twice),
         cmocka_unit_test (test_prefix_caching_off),
+        cmocka_unit_test (test_cached_prefix_changes_nothing),
         cmocka_unit_test (test_grow_failure_changes_nothing),
         cmocka_unit_test (test_write_into_registered_block),
         cmocka_unit_test (test_evicted_block_takes_its_chain),

@@ -49,6 +49,7 @@
 #define STOP_TOKEN_2 98
 #define DEFAULT_BUDGET 512          //  the scheduler's defaults (scheduler.h)
 #define DEFAULT_MAX_SEQS 64
+#define PREFIX_WAIT_MS 200          //  scheduler.c's: the head's wait for a better worker
 
 #define MAX_REQUESTS 16
 #define MAX_PROMPT 64
@@ -1869,6 +1870,181 @@ test_cancel_frees_the_blocks_of_a_running_request (void **state)
     proto_msg_reset (&tokens);
 }
 
+//  --- Tests: which worker runs a request ---------------------------------------------------
+
+//  Two workers driven by hand, `first` and `second`, joined in that order (so the first
+//  builds its step first on a tie of load). The prompt gets cached on the second: 900
+//  (one token) keeps the first busy while 901 (prompt, 20 tokens) starts on the second;
+//  then 900 ends. Afterwards the first is idle and runs nothing; the second runs 901,
+//  whose whole prompt is in its prefix cache, and its decode step is in flight (in
+//  *second_step, to answer).
+static void
+s_cache_prompt_on_second (fixture_t *fixture, fake_worker_t *first, fake_worker_t *second,
+                          const uint32_t *prompt, uint32_t n_prompt, proto_msg_t *second_step)
+{
+    proto_msg_t step = PROTO_MSG_INIT;
+    uint32_t other [] = { 80, 81, 82 };
+    s_submit (fixture, 900, other, 3, 1);
+    s_worker_recv_step (fixture, first, &step);
+    assert_non_null (s_in_step (&fixture->steps [fixture->n_steps - 1], 900));
+    s_submit (fixture, 901, prompt, n_prompt, 20);
+    s_worker_recv_step (fixture, second, second_step);
+    assert_non_null (s_in_step (&fixture->steps [fixture->n_steps - 1], 901));
+    s_worker_answer (fixture, second, second_step);
+    s_worker_recv_step (fixture, second, second_step);
+    s_worker_answer (fixture, first, &step);
+    s_worker_recv_step (fixture, first, &step);
+    assert_int_equal (step.n_seqs, 0);
+    assert_true (s_frees (&fixture->steps [fixture->n_steps - 1], 900));
+    s_worker_answer (fixture, first, &step);
+    proto_msg_reset (&step);
+}
+
+//  Answer the steps held, then run everything to its end with both workers automatic.
+static void
+s_settle_both (fixture_t *fixture, fake_worker_t *first, fake_worker_t *second,
+               proto_msg_t *first_step, proto_msg_t *second_step)
+{
+    if (first_step)
+        s_worker_answer (fixture, first, first_step);
+    if (second_step)
+        s_worker_answer (fixture, second, second_step);
+    first->manual = false;
+    second->manual = false;
+    s_run (fixture, s_settled, 0, 0);
+}
+
+//  A request whose prompt starts with blocks cached on the second worker goes there,
+//  although the first is idle and runs nothing: the first leaves it while the second
+//  runs a step, and the second starts it after the cached blocks.
+static void
+test_request_goes_to_the_worker_that_caches_its_prefix (void **state)
+{
+    fixture_t *fixture = (fixture_t *) *state;
+    s_start (fixture);
+    fake_worker_t *first = s_worker_join (fixture, 64, 32, 4, true);
+    fake_worker_t *second = s_worker_join (fixture, 64, 32, 4, true);
+    uint32_t prompt [14];
+    s_fill_prompt (prompt, 14, 10);
+    proto_msg_t step = PROTO_MSG_INIT;
+    s_cache_prompt_on_second (fixture, first, second, prompt, 12, &step);
+
+    //  902: 901's 12 tokens (3 blocks) and 2 more.
+    uint32_t steps_before = fixture->n_steps;
+    s_submit (fixture, 902, prompt, 14, 3);
+    s_worker_expect_nothing (first, 50);
+    s_worker_answer (fixture, second, &step);
+    s_worker_recv_step (fixture, second, &step);
+    const seq_record_t *seq = s_in_step (&fixture->steps [fixture->n_steps - 1], 902);
+    assert_non_null (seq);
+    assert_true (seq->first);
+    assert_int_equal (seq->pos, 12);
+    assert_int_equal (seq->n_tokens, 2);
+    assert_non_null (s_in_step (&fixture->steps [fixture->n_steps - 1], 901));
+    s_settle_both (fixture, first, second, NULL, &step);
+    //  It never ran anywhere else.
+    for (uint32_t i = steps_before; i < fixture->n_steps; i++)
+        if (s_in_step (&fixture->steps [i], 902))
+            assert_int_equal (fixture->steps [i].worker, s_worker_index (fixture, second));
+    s_assert_output_is_the_workers (fixture, 901, second->n_ctx);
+    s_assert_output_is_the_workers (fixture, 902, second->n_ctx);
+    proto_msg_reset (&step);
+}
+
+//  The worker that caches the prefix has no room for the rest of the prompt: the idle
+//  worker takes the request at once, and computes it whole.
+static void
+test_request_goes_by_load_when_the_caching_worker_lacks_room (void **state)
+{
+    fixture_t *fixture = (fixture_t *) *state;
+    s_start (fixture);
+    fake_worker_t *first = s_worker_join (fixture, 64, 32, 4, true);
+    //  8 blocks: 901 holds 4 of them; 902 would need 5 more besides its 3 cached.
+    fake_worker_t *second = s_worker_join (fixture, 32, 8, 4, true);
+    uint32_t prompt [30];
+    s_fill_prompt (prompt, 30, 10);
+    proto_msg_t step = PROTO_MSG_INIT, first_step = PROTO_MSG_INIT;
+    s_cache_prompt_on_second (fixture, first, second, prompt, 12, &step);
+
+    int64_t submitted = zclock_mono ();
+    s_submit (fixture, 902, prompt, 30, 3);
+    s_worker_recv_step (fixture, first, &first_step);
+    assert_true (zclock_mono () - submitted < PREFIX_WAIT_MS);
+    const seq_record_t *seq = s_in_step (&fixture->steps [fixture->n_steps - 1], 902);
+    assert_non_null (seq);
+    assert_true (seq->first);
+    assert_int_equal (seq->pos, 0);
+    assert_int_equal (seq->n_tokens, 30);
+    s_settle_both (fixture, first, second, &first_step, &step);
+    s_assert_output_is_the_workers (fixture, 901, second->n_ctx);
+    s_assert_output_is_the_workers (fixture, 902, first->n_ctx);
+    proto_msg_reset (&step);
+    proto_msg_reset (&first_step);
+}
+
+//  The worker that caches the prefix stays busy: the idle worker leaves the request to
+//  it for PREFIX_WAIT_MS, no longer, then takes it.
+static void
+test_request_left_to_a_busy_worker_waits_at_most_the_bound (void **state)
+{
+    fixture_t *fixture = (fixture_t *) *state;
+    s_start (fixture);
+    fake_worker_t *first = s_worker_join (fixture, 64, 32, 4, true);
+    fake_worker_t *second = s_worker_join (fixture, 64, 32, 4, true);
+    uint32_t prompt [14];
+    s_fill_prompt (prompt, 14, 10);
+    proto_msg_t step = PROTO_MSG_INIT, first_step = PROTO_MSG_INIT;
+    s_cache_prompt_on_second (fixture, first, second, prompt, 12, &step);
+
+    int64_t submitted = zclock_mono ();
+    s_submit (fixture, 902, prompt, 14, 3);
+    s_worker_recv_step (fixture, first, &first_step);
+    int64_t waited = zclock_mono () - submitted;
+    if (waited < PREFIX_WAIT_MS)
+        fail_msg ("902 started on the idle worker after %d ms, before the bound of %d ms",
+                  (int) waited, PREFIX_WAIT_MS);
+    const seq_record_t *seq = s_in_step (&fixture->steps [fixture->n_steps - 1], 902);
+    assert_non_null (seq);
+    assert_true (seq->first);
+    assert_int_equal (seq->pos, 0);
+    s_settle_both (fixture, first, second, &first_step, &step);
+    s_assert_output_is_the_workers (fixture, 901, second->n_ctx);
+    s_assert_output_is_the_workers (fixture, 902, first->n_ctx);
+    proto_msg_reset (&step);
+    proto_msg_reset (&first_step);
+}
+
+//  A request that no worker caches a whole block of goes by load, as before: at once
+//  to the idle worker that runs nothing (its first 3 tokens are 901's, less than a
+//  block).
+static void
+test_request_with_no_cached_prefix_goes_by_load (void **state)
+{
+    fixture_t *fixture = (fixture_t *) *state;
+    s_start (fixture);
+    fake_worker_t *first = s_worker_join (fixture, 64, 32, 4, true);
+    fake_worker_t *second = s_worker_join (fixture, 64, 32, 4, true);
+    uint32_t prompt [14];
+    s_fill_prompt (prompt, 14, 10);
+    proto_msg_t step = PROTO_MSG_INIT, first_step = PROTO_MSG_INIT;
+    s_cache_prompt_on_second (fixture, first, second, prompt, 12, &step);
+
+    prompt [3] = 77;
+    int64_t submitted = zclock_mono ();
+    s_submit (fixture, 902, prompt, 14, 3);
+    s_worker_recv_step (fixture, first, &first_step);
+    assert_true (zclock_mono () - submitted < PREFIX_WAIT_MS);
+    const seq_record_t *seq = s_in_step (&fixture->steps [fixture->n_steps - 1], 902);
+    assert_non_null (seq);
+    assert_true (seq->first);
+    assert_int_equal (seq->pos, 0);
+    s_settle_both (fixture, first, second, &first_step, &step);
+    s_assert_output_is_the_workers (fixture, 901, second->n_ctx);
+    s_assert_output_is_the_workers (fixture, 902, first->n_ctx);
+    proto_msg_reset (&step);
+    proto_msg_reset (&first_step);
+}
+
 //  A worker driven by hand with raw messages (the strict fake worker above knows one
 //  sequence per request): HELLO with a pool of 32 blocks of 4, WELCOME.
 static zsock_t *
@@ -2139,6 +2315,16 @@ main (void)
         cmocka_unit_test_setup_teardown (
             test_best_of_sends_the_most_likely_sequences_at_the_end, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_cancel_frees_the_blocks_of_a_running_request,
+                                         s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (
+            test_request_goes_to_the_worker_that_caches_its_prefix, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (
+            test_request_goes_by_load_when_the_caching_worker_lacks_room,
+            s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (
+            test_request_left_to_a_busy_worker_waits_at_most_the_bound,
+            s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_request_with_no_cached_prefix_goes_by_load,
                                          s_setup, s_teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
