@@ -198,41 +198,58 @@ typedef struct {
 
 //  --- Requests ---------------------------------------------------------------------------
 
-//  Sequence `index` of the request in submit: it samples with the request's seed +
-//  index.
+//  A sequence of request request_id with its own copies of tokens (n_tokens, of which
+//  the first n_prompt are the prompt), sampling and stop tokens; not on a worker yet.
+//  Returns NULL when out of memory.
 static request_t *
-s_request_new (const proto_msg_t *submit, zframe_t *reply_to, uint32_t index,
-               uint64_t seq_id)
+s_sequence_new (uint64_t request_id, uint64_t seq_id, uint32_t index, zframe_t *reply_to,
+                const uint32_t *tokens, uint32_t n_tokens, uint32_t n_prompt,
+                uint32_t max_tokens, const proto_sampling_t *sampling,
+                const uint32_t *stop_tokens, uint32_t n_stop_tokens)
 {
     request_t *self = (request_t *) calloc (1, sizeof (request_t));
     if (!self)
         return NULL;
-    self->id = submit->request_id;
+    self->id = request_id;
     self->seq_id = seq_id;
     self->index = index;
     self->reply_to = zframe_dup (reply_to);
-    self->capacity = submit->n_tokens + 16;
+    self->capacity = n_tokens + 16;
     self->tokens = (uint32_t *) malloc (self->capacity * sizeof (uint32_t));
-    if (submit->n_stop_tokens)
-        self->stop_tokens = (uint32_t *) malloc (submit->n_stop_tokens * sizeof (uint32_t));
-    if (!self->reply_to || !self->tokens || (submit->n_stop_tokens && !self->stop_tokens)
-    ||  proto_sampling_copy (&self->sampling, &submit->sampling) != 0) {
+    if (n_stop_tokens)
+        self->stop_tokens = (uint32_t *) malloc (n_stop_tokens * sizeof (uint32_t));
+    if (!self->reply_to || !self->tokens || (n_stop_tokens && !self->stop_tokens)
+    ||  proto_sampling_copy (&self->sampling, sampling) != 0) {
         zframe_destroy (&self->reply_to);
         free (self->tokens);
         free (self->stop_tokens);
         free (self);
         return NULL;
     }
+    if (n_tokens)
+        memcpy (self->tokens, tokens, n_tokens * sizeof (uint32_t));
+    self->n_tokens = n_tokens;
+    self->n_prompt = n_prompt;
+    self->max_tokens = max_tokens;
+    if (n_stop_tokens)
+        memcpy (self->stop_tokens, stop_tokens, n_stop_tokens * sizeof (uint32_t));
+    self->n_stop_tokens = n_stop_tokens;
+    return self;
+}
+
+//  Sequence `index` of the request in submit: it samples with the request's seed +
+//  index.
+static request_t *
+s_request_new (const proto_msg_t *submit, zframe_t *reply_to, uint32_t index,
+               uint64_t seq_id)
+{
+    request_t *self = s_sequence_new (submit->request_id, seq_id, index, reply_to,
+                                      submit->tokens, submit->n_tokens, submit->n_tokens,
+                                      submit->max_tokens, &submit->sampling,
+                                      submit->stop_tokens, submit->n_stop_tokens);
+    if (!self)
+        return NULL;
     self->sampling.seed += index;
-    if (submit->n_tokens)
-        memcpy (self->tokens, submit->tokens, submit->n_tokens * sizeof (uint32_t));
-    self->n_tokens = submit->n_tokens;
-    self->n_prompt = submit->n_tokens;
-    self->max_tokens = submit->max_tokens;
-    if (submit->n_stop_tokens)
-        memcpy (self->stop_tokens, submit->stop_tokens,
-                submit->n_stop_tokens * sizeof (uint32_t));
-    self->n_stop_tokens = submit->n_stop_tokens;
     self->submitted_at = zclock_usecs ();
     return self;
 }
@@ -362,32 +379,12 @@ s_request_append (request_t *self, uint32_t token)
 static request_t *
 s_beam_clone (const request_t *parent, uint64_t seq_id)
 {
-    request_t *self = (request_t *) calloc (1, sizeof (request_t));
+    request_t *self = s_sequence_new (parent->id, seq_id, 0, parent->reply_to,
+                                      parent->tokens, parent->n_tokens, parent->n_prompt,
+                                      parent->max_tokens, &parent->sampling,
+                                      parent->stop_tokens, parent->n_stop_tokens);
     if (!self)
         return NULL;
-    self->id = parent->id;
-    self->seq_id = seq_id;
-    self->reply_to = zframe_dup (parent->reply_to);
-    self->capacity = parent->n_tokens + 16;
-    self->tokens = (uint32_t *) malloc (self->capacity * sizeof (uint32_t));
-    if (parent->n_stop_tokens)
-        self->stop_tokens = (uint32_t *) malloc (parent->n_stop_tokens * sizeof (uint32_t));
-    if (!self->reply_to || !self->tokens || (parent->n_stop_tokens && !self->stop_tokens)
-    ||  proto_sampling_copy (&self->sampling, &parent->sampling) != 0) {
-        zframe_destroy (&self->reply_to);
-        free (self->tokens);
-        free (self->stop_tokens);
-        free (self);
-        return NULL;
-    }
-    memcpy (self->tokens, parent->tokens, parent->n_tokens * sizeof (uint32_t));
-    self->n_tokens = parent->n_tokens;
-    self->n_prompt = parent->n_prompt;
-    self->max_tokens = parent->max_tokens;
-    if (parent->n_stop_tokens)
-        memcpy (self->stop_tokens, parent->stop_tokens,
-                parent->n_stop_tokens * sizeof (uint32_t));
-    self->n_stop_tokens = parent->n_stop_tokens;
     self->logprob = parent->logprob;
     self->submitted_at = parent->submitted_at;
     self->admitted_at = parent->admitted_at;
