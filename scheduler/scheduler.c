@@ -25,7 +25,10 @@
       shares steps with the streams already running instead of freezing them;
     - then waiting requests are admitted first come, first served (nobody overtakes the
       head of the queue) when the blocks for their whole prompt are free; a prompt's
-      leading blocks that are in the prefix cache are not computed again;
+      leading blocks that are in the prefix cache are not computed again. A request
+      that cannot run on this worker at all (longer than its context, or a beam whose
+      other beams run elsewhere) does not hold it back: the worker's head of the queue
+      is the first request it can run;
     - each request runs on one worker (data parallel), chosen by load and by where its
       prompt is cached (s_defers_head). Idle workers build their steps least loaded
       first; the first that can admit the head of the queue takes it, except that it
@@ -960,9 +963,30 @@ s_defers_head (scheduler_t *self, worker_t *worker, request_t *request)
     return now - request->deferred_since < PREFIX_WAIT_MS;
 }
 
+//  Whether the request can never run on worker while things stay as they are: its
+//  tokens are beyond the worker's context, or its other beams run on another worker.
+static bool
+s_cannot_run_on (const worker_t *worker, const request_t *request)
+{
+    return request->n_tokens > worker->n_ctx
+        || (request->beams && !s_beam_may_run_on (request->beams, worker));
+}
+
+//  The first waiting request that may run on worker (s_cannot_run_on), or NULL.
+static request_t *
+s_first_waiting_for (scheduler_t *self, const worker_t *worker)
+{
+    request_t *request = (request_t *) zlistx_first (self->waiting);
+    while (request && s_cannot_run_on (worker, request))
+        request = (request_t *) zlistx_next (self->waiting);
+    return request;
+}
+
 //  Waiting requests, first come first served, while there is budget, a sequence to
 //  spare and free blocks for the whole (remaining) prompt, unless the head is left to a
-//  worker that caches more of it (s_defers_head).
+//  worker that caches more of it (s_defers_head). Requests that cannot run on this
+//  worker at all (a longer context, beams elsewhere) wait for theirs without holding
+//  this one back: its head is the first request it can run.
 static void
 s_admit_waiting (scheduler_t *self, worker_t *worker, step_builder_t *builder)
 {
@@ -973,10 +997,11 @@ s_admit_waiting (scheduler_t *self, worker_t *worker, step_builder_t *builder)
         bool joins_its_beams = request->beams && s_beam_runs_on (request->beams, worker);
         if (zlistx_size (worker->running) >= self->max_num_seqs && !joins_its_beams)
             break;
-        if (request->n_tokens > worker->n_ctx)
-            break;                  //  it waits for a worker with a longer context
-        if (request->beams && !s_beam_may_run_on (request->beams, worker))
-            break;                  //  it waits for the worker that has its other beams
+        if (s_cannot_run_on (worker, request)) {
+            //  It waits for another worker; it does not hold this one back.
+            request = (request_t *) zlistx_next (self->waiting);
+            continue;
+        }
         if (s_defers_head (self, worker, request))
             break;                  //  it waits for the worker that caches more of it
         //  The prompt's leading blocks may be cached: at least one token is computed,
@@ -1025,7 +1050,7 @@ s_admit_waiting (scheduler_t *self, worker_t *worker, step_builder_t *builder)
 static void
 s_unstick_beams (scheduler_t *self, worker_t *worker)
 {
-    request_t *head = (request_t *) zlistx_first (self->waiting);
+    request_t *head = s_first_waiting_for (self, worker);
     if (!head || !head->beams || !s_beam_runs_on (head->beams, worker))
         return;
     request_t *other = (request_t *) zlistx_last (worker->running);

@@ -2014,6 +2014,43 @@ test_request_left_to_a_busy_worker_waits_at_most_the_bound (void **state)
     proto_msg_reset (&first_step);
 }
 
+//  A request too long for the small worker waits for the large one, which is busy; the
+//  small worker does not wait with it: it runs the short request behind it. Then the
+//  large one, free again, runs the long one.
+static void
+test_request_too_long_for_a_worker_does_not_hold_it_back (void **state)
+{
+    fixture_t *fixture = (fixture_t *) *state;
+    s_start (fixture);
+    fake_worker_t *small = s_worker_join (fixture, 32, 16, 4, true);
+    fake_worker_t *large = s_worker_join (fixture, 128, 64, 4, true);
+    uint32_t long_prompt [60];
+    s_fill_prompt (long_prompt, 60, 10);
+    //  950 (40 tokens) fits only the large worker: it keeps it busy.
+    proto_msg_t large_step = PROTO_MSG_INIT, small_step = PROTO_MSG_INIT;
+    s_submit (fixture, 950, long_prompt, 40, 2);
+    s_worker_recv_step (fixture, large, &large_step);
+    assert_non_null (s_in_step (&fixture->steps [fixture->n_steps - 1], 950));
+    //  951 (60 tokens) waits for the large worker; 952 (8) comes after it.
+    s_submit (fixture, 951, long_prompt, 60, 2);
+    uint32_t short_prompt [8];
+    s_fill_prompt (short_prompt, 8, 200);
+    s_submit (fixture, 952, short_prompt, 8, 2);
+    s_worker_recv_step (fixture, small, &small_step);
+    assert_non_null (s_in_step (&fixture->steps [fixture->n_steps - 1], 952));
+    assert_int_equal (s_first_step_of (fixture, 951, 0), -1);
+    //  The large worker, answered, takes 951 next.
+    s_worker_answer (fixture, large, &large_step);
+    s_worker_recv_step (fixture, large, &large_step);
+    assert_non_null (s_in_step (&fixture->steps [fixture->n_steps - 1], 951));
+    s_settle_both (fixture, small, large, &small_step, &large_step);
+    s_assert_output_is_the_workers (fixture, 950, large->n_ctx);
+    s_assert_output_is_the_workers (fixture, 951, large->n_ctx);
+    s_assert_output_is_the_workers (fixture, 952, small->n_ctx);
+    proto_msg_reset (&large_step);
+    proto_msg_reset (&small_step);
+}
+
 //  A request that no worker caches a whole block of goes by load, as before: at once
 //  to the idle worker that runs nothing (its first 3 tokens are 901's, less than a
 //  block).
@@ -2266,6 +2303,8 @@ main (void)
         cmocka_unit_test_setup_teardown (
             test_request_runs_to_max_tokens_then_another_to_a_stop_token,
             s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_request_too_long_for_a_worker_does_not_hold_it_back,
+                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_context_length_limits_prompt_and_output,
                                          s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (
