@@ -1479,6 +1479,128 @@ s_f16_weighted_sum_avx2 (uint16_t *sum, const uint16_t *values, size_t value_str
         }
 }
 
+//  The weighted sums of `heads` heads (1 to 4) that share their values: `registers` * 8
+//  elements of each head's sum (heads * registers at most 12) kept in registers while
+//  every position passes. At each position every head whose scale is not 1 is scaled
+//  first; then each eight values are converted from F16 once and added into every
+//  head's sum. Each element of each sum takes the steps s_f16_weighted_run_avx2 gives
+//  it, in the same order: only the conversion of the values is shared.
+AVX2_INLINE void
+s_f16_weighted_heads_avx2 (uint16_t *sums, size_t sum_stride, const uint16_t *values,
+                           size_t value_stride, const float *scales, const float *weights,
+                           size_t weight_stride, size_t n_positions, int heads, int registers)
+{
+    __m256 acc [4][4];
+    #pragma GCC unroll 4
+    for (int g = 0; g < heads; g++)
+        #pragma GCC unroll 4
+        for (int j = 0; j < registers; j++)
+            acc [g][j] = _mm256_cvtph_ps (_mm_loadu_si128 (
+                             (const __m128i *) (sums + g * sum_stride + 8 * j)));
+    for (size_t t = 0; t < n_positions; t++) {
+        const uint16_t *value = values + t * value_stride;
+        #pragma GCC unroll 4
+        for (int g = 0; g < heads; g++) {
+            float scale = scales [g * weight_stride + t];
+            if (scale != 1.0f) {
+                __m256 by = _mm256_set1_ps (scale);
+                #pragma GCC unroll 4
+                for (int j = 0; j < registers; j++)
+                    acc [g][j] = s_round_through_f16_avx2 (_mm256_mul_ps (acc [g][j], by));
+            }
+        }
+        #pragma GCC unroll 4
+        for (int j = 0; j < registers; j++) {
+            __m256 v = _mm256_cvtph_ps (_mm_loadu_si128 ((const __m128i *) (value + 8 * j)));
+            #pragma GCC unroll 4
+            for (int g = 0; g < heads; g++) {
+                __m256 weight = _mm256_set1_ps (weights [g * weight_stride + t]);
+                acc [g][j] = s_round_through_f16_avx2 (_mm256_fmadd_ps (v, weight, acc [g][j]));
+            }
+        }
+    }
+    #pragma GCC unroll 4
+    for (int g = 0; g < heads; g++)
+        #pragma GCC unroll 4
+        for (int j = 0; j < registers; j++)
+            _mm_storeu_si128 ((__m128i *) (sums + g * sum_stride + 8 * j),
+                              _mm256_cvtps_ph (acc [g][j], _MM_FROUND_TO_NEAREST_INT));
+}
+
+//  s_f16_weighted_heads_avx2 with heads and registers made constants: `registers` is
+//  4 for two or three heads, 2 for four, or 1 (the last elements of a head before its
+//  n % 8).
+static AVX2_TARGET __attribute__ ((noinline)) void
+s_f16_weighted_slice_avx2 (uint16_t *sums, size_t sum_stride, const uint16_t *values,
+                           size_t value_stride, const float *scales, const float *weights,
+                           size_t weight_stride, size_t n_positions, int heads, int registers)
+{
+    if (registers == 1)
+        switch (heads) {
+            case 2: s_f16_weighted_heads_avx2 (sums, sum_stride, values, value_stride, scales,
+                                               weights, weight_stride, n_positions, 2, 1);
+                    return;
+            case 3: s_f16_weighted_heads_avx2 (sums, sum_stride, values, value_stride, scales,
+                                               weights, weight_stride, n_positions, 3, 1);
+                    return;
+            default: s_f16_weighted_heads_avx2 (sums, sum_stride, values, value_stride, scales,
+                                                weights, weight_stride, n_positions, 4, 1);
+                    return;
+        }
+    switch (heads) {
+        case 2: s_f16_weighted_heads_avx2 (sums, sum_stride, values, value_stride, scales,
+                                           weights, weight_stride, n_positions, 2, 4);
+                return;
+        case 3: s_f16_weighted_heads_avx2 (sums, sum_stride, values, value_stride, scales,
+                                           weights, weight_stride, n_positions, 3, 4);
+                return;
+        default: s_f16_weighted_heads_avx2 (sums, sum_stride, values, value_stride, scales,
+                                            weights, weight_stride, n_positions, 4, 2);
+                return;
+    }
+}
+
+//  Heads four at a time at most (one alone goes to s_f16_weighted_sum_avx2); within
+//  them, slices of registers * 8 elements, then 8 at a time, then each head's last
+//  n % 8 elements by the one-step functions.
+static AVX2_TARGET void
+s_f16_weighted_sums_avx2 (uint16_t *sums, size_t n_sums, const uint16_t *values,
+                          size_t value_stride, const float *scales, const float *weights,
+                          size_t weight_stride, size_t n_positions, size_t n)
+{
+    for (size_t first = 0; first < n_sums; ) {
+        size_t heads = n_sums - first < 4? n_sums - first: 4;
+        uint16_t *head_sums = sums + first * n;
+        const float *head_scales = scales + first * weight_stride;
+        const float *head_weights = weights + first * weight_stride;
+        if (heads == 1) {
+            s_f16_weighted_sum_avx2 (head_sums, values, value_stride, head_scales, head_weights,
+                                     n_positions, n);
+            first++;
+            continue;
+        }
+        size_t registers = heads == 4? 2: 4;
+        size_t i = 0;
+        for (; i + 8 * registers <= n; i += 8 * registers)
+            s_f16_weighted_slice_avx2 (head_sums + i, n, values + i, value_stride, head_scales,
+                                       head_weights, weight_stride, n_positions, (int) heads,
+                                       (int) registers);
+        for (; i + 8 <= n; i += 8)
+            s_f16_weighted_slice_avx2 (head_sums + i, n, values + i, value_stride, head_scales,
+                                       head_weights, weight_stride, n_positions, (int) heads, 1);
+        if (i < n)
+            for (size_t g = 0; g < heads; g++)
+                for (size_t t = 0; t < n_positions; t++) {
+                    if (head_scales [g * weight_stride + t] != 1.0f)
+                        s_f16_scale_avx2 (head_sums + g * n + i,
+                                          head_scales [g * weight_stride + t], n - i);
+                    s_f16_mad_avx2 (head_sums + g * n + i, values + t * value_stride + i,
+                                    head_weights [g * weight_stride + t], n - i);
+                }
+        first += heads;
+    }
+}
+
 static AVX2_TARGET void
 s_f32_to_f16_avx2 (const float *x, uint16_t *y, size_t n)
 {
@@ -1558,6 +1680,31 @@ kernels_f16_weighted_sum (uint16_t *sum, const uint16_t *values, size_t value_st
         if (scales [t] != 1.0f)
             kernels_f16_scale (sum, scales [t], n);
         kernels_f16_mad (sum, values + t * value_stride, weights [t], n);
+    }
+}
+
+void
+kernels_f16_weighted_sums (uint16_t *sums, size_t n_sums, const uint16_t *values,
+                           size_t value_stride, const float *scales, const float *weights,
+                           size_t weight_stride, size_t n_positions, size_t n)
+{
+#if defined(KERNELS_HAVE_X86)
+    if (kernels_level () == KERNELS_AVX2) {
+        s_f16_weighted_sums_avx2 (sums, n_sums, values, value_stride, scales, weights,
+                                  weight_stride, n_positions, n);
+        return;
+    }
+#endif
+    //  The reference: one head after the other, each position's steps one by one.
+    for (size_t s = 0; s < n_sums; s++) {
+        uint16_t *sum = sums + s * n;
+        const float *head_scales = scales + s * weight_stride;
+        const float *head_weights = weights + s * weight_stride;
+        for (size_t t = 0; t < n_positions; t++) {
+            if (head_scales [t] != 1.0f)
+                kernels_f16_scale (sum, head_scales [t], n);
+            kernels_f16_mad (sum, values + t * value_stride, head_weights [t], n);
+        }
     }
 }
 

@@ -149,6 +149,18 @@ void
                               const float *scales, const float *weights, size_t n_positions,
                               size_t n);
 
+//  The weighted sums of n_sums heads that share one KV head's values (grouped-query
+//  attention): sum s is n values at sums + s * n, its scales and weights are at
+//  scales + s * weight_stride and weights + s * weight_stride. Each sum gets exactly
+//  what kernels_f16_weighted_sum (sums + s * n, values, value_stride, scales + s *
+//  weight_stride, weights + s * weight_stride, n_positions, n) gives it; the fast
+//  version reads each value row and converts it from F16 once for up to four sums,
+//  not once per sum.
+void
+    kernels_f16_weighted_sums (uint16_t *sums, size_t n_sums, const uint16_t *values,
+                               size_t value_stride, const float *scales, const float *weights,
+                               size_t weight_stride, size_t n_positions, size_t n);
+
 //  y[i] = F16 (x[i]), rounded to nearest even.
 void
     kernels_f32_to_f16 (const float *x, uint16_t *y, size_t n);

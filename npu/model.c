@@ -9,7 +9,7 @@
     The math follows llama.cpp (CPU, default settings) where it changes the result:
     activations are prepared for each weight type as llama.cpp does (npu/kernels), the
     KV cache holds F16, attention is computed the way its flash attention does it (see
-    s_attention_head), RoPE is ggml's with the angle stepped by theta_scale =
+    s_attention_heads), RoPE is ggml's with the angle stepped by theta_scale =
     base^(-2/n_dims) and divided by the frequency factors when there are any, and RMSNorm
     sums squares in double as ggml does. With this, every greedy token of
     ../shared/reference/greedy.json matches llama.cpp's, and so does every reply in
@@ -35,10 +35,11 @@
     OpenBLAS orders its sums its own way (equal within float rounding).
 
     Threads: every product is cut into tasks of weight rows, attention into tasks of a
-    row and the heads that share a KV head (whose keys are then read once for all of
-    them; fewer heads a task when a pass has too few rows to keep the threads busy),
-    and the model's kernels_pool runs them; the serial parts between (norms, RoPE,
-    residuals) are small.
+    row and the heads that share a KV head (whose keys and values are then read once
+    for all of them; fewer heads a task when a pass has too few rows to keep the threads
+    busy), the feed-forward's SwiGLU (an expf per value) into runs of values, and the
+    model's kernels_pool runs them; the serial parts between (norms, RoPE, residuals)
+    are small.
 
     Layout of the KV cache (model_cache_new): keys and values are each
     [n_layers][n_blocks][block_size][kv_dim] F16, kv_dim = n_kv_heads * head_dim, so one
@@ -72,6 +73,8 @@
 #define MODEL_MAX_TARGETS 3
 //  F16 and BF16 weight rows converted to F32 at a time, for OpenBLAS.
 #define MODEL_TILE_ROWS 64
+//  Elements of the feed-forward's SwiGLU per task (a row of SmolLM2's 1536 is three).
+#define MODEL_SWIGLU_CHUNK 512
 
 typedef enum {
     ARCH_LLAMA,
@@ -139,11 +142,12 @@ struct _model_t {
     uint32_t n_threads;
     kernels_pool_t *pool;               //  NULL for one thread
     //  Attention's scratch, for the heads that share a KV head (group = n_heads /
-    //  n_kv_heads): their queries rounded to F16, a head's running sum, their scores
-    //  (then scalings) and a head's weights per position.
+    //  n_kv_heads): their queries rounded to F16, their running sums, their scores
+    //  (then scalings), then their weights per position, and their sums of weights.
     float *thread_query;                //  [n_threads][group][head_dim]
-    uint16_t *thread_sum;               //  [n_threads][head_dim]
-    float *thread_scores;               //  [n_threads][group + 1][n_ctx]
+    uint16_t *thread_sum;               //  [n_threads][group][head_dim]
+    float *thread_scores;               //  [n_threads][2 * group][n_ctx]
+    float *thread_exps;                 //  [n_threads][group]
     float *thread_tile;                 //  [n_threads][MODEL_TILE_ROWS * widest]: weight
                                         //  rows as F32 for OpenBLAS (F16 and BF16 weights)
 
@@ -788,6 +792,7 @@ model_destroy (model_t **self_p)
     free (self->thread_query);
     free (self->thread_sum);
     free (self->thread_scores);
+    free (self->thread_exps);
     free (self->thread_tile);
     free (self->x);
     free (self->xb);
@@ -950,17 +955,19 @@ model_set_threads (model_t *self, uint32_t n_threads, char *err, size_t err_size
     size_t tile_floats = tiles? (size_t) MODEL_TILE_ROWS * self->widest: 0;
     size_t group = self->config.n_heads / self->config.n_kv_heads;
     float *thread_query = calloc (n_threads * group * head_dim, sizeof (float));
-    uint16_t *thread_sum = calloc (n_threads * head_dim, sizeof (uint16_t));
-    float *thread_scores = calloc ((size_t) n_threads * (group + 1) * self->n_ctx,
+    uint16_t *thread_sum = calloc (n_threads * group * head_dim, sizeof (uint16_t));
+    float *thread_scores = calloc ((size_t) n_threads * 2 * group * self->n_ctx,
                                    sizeof (float));
+    float *thread_exps = calloc (n_threads * group, sizeof (float));
     float *thread_tile = tiles? calloc (n_threads * tile_floats, sizeof (float)): NULL;
     kernels_pool_t *pool = n_threads > 1? kernels_pool_new (n_threads): NULL;
-    if (!thread_query || !thread_sum || !thread_scores || (tiles && !thread_tile)
-    ||  (n_threads > 1 && !pool)) {
+    if (!thread_query || !thread_sum || !thread_scores || !thread_exps
+    ||  (tiles && !thread_tile) || (n_threads > 1 && !pool)) {
         snprintf (err, err_size, "cannot start %u threads", n_threads);
         free (thread_query);
         free (thread_sum);
         free (thread_scores);
+        free (thread_exps);
         free (thread_tile);
         kernels_pool_destroy (&pool);
         return -1;
@@ -969,11 +976,13 @@ model_set_threads (model_t *self, uint32_t n_threads, char *err, size_t err_size
     free (self->thread_query);
     free (self->thread_sum);
     free (self->thread_scores);
+    free (self->thread_exps);
     free (self->thread_tile);
     self->pool = pool;
     self->thread_query = thread_query;
     self->thread_sum = thread_sum;
     self->thread_scores = thread_scores;
+    self->thread_exps = thread_exps;
     self->thread_tile = thread_tile;
     self->n_threads = n_threads;
     return 0;
@@ -1219,8 +1228,10 @@ s_block_run (const uint32_t *block_table, uint32_t b, uint32_t end)
 //
 //  Neither the blocks nor the group change a bit: each dot product is the same
 //  whichever product computes it and whatever other queries it computes beside (the
-//  group's keys are read once for all its heads), and the weighted sum, kept in F16,
-//  goes on from one run of blocks to the next exactly as in one run.
+//  group's keys are read once for all its heads), each head's weighted sum takes the
+//  same steps whatever other sums share its values (read and converted once for the
+//  group: kernels_f16_weighted_sums), and the weighted sums, kept in F16, go on from
+//  one run of blocks to the next exactly as in one run.
 static void
 s_attention_heads (model_t *self, uint32_t layer, const uint32_t *block_table, uint32_t pos,
                    uint32_t head, uint32_t n_group, const float *query_f32, float *out,
@@ -1236,12 +1247,15 @@ s_attention_heads (model_t *self, uint32_t layer, const uint32_t *block_table, u
     uint32_t n_positions = pos + 1;
     uint32_t n_blocks = (n_positions + block_size - 1) / block_size;
 
-    //  Scratch: the queries rounded to F16, each head's scores, and a head's weights.
+    //  Scratch: the queries rounded to F16, each head's scores (then scalings), each
+    //  head's weights and each head's running sum.
     float *query = self->thread_query + (size_t) thread * heads_per_kv_head * head_dim;
-    uint16_t *weighted_sum = self->thread_sum + (size_t) thread * head_dim;
+    uint16_t *weighted_sums = self->thread_sum
+                            + (size_t) thread * heads_per_kv_head * head_dim;
     float *scores = self->thread_scores
-                  + (size_t) thread * (heads_per_kv_head + 1) * self->n_ctx;
+                  + (size_t) thread * 2 * heads_per_kv_head * self->n_ctx;
     float *weights = scores + (size_t) heads_per_kv_head * self->n_ctx;
+    float *sum_of_exps = self->thread_exps + (size_t) thread * heads_per_kv_head;
     for (uint32_t g = 0; g < n_group; g++)
         kernels_prepare_activation (GGML_TYPE_F16, query_f32 + (size_t) g * head_dim,
                                     query + (size_t) g * head_dim, head_dim);
@@ -1258,12 +1272,13 @@ s_attention_heads (model_t *self, uint32_t layer, const uint32_t *block_table, u
                         query, head_dim * sizeof (float), n_group, scores + first, self->n_ctx);
         b += run;
     }
+    //  The online softmax of each head: for each position, how much to scale what was
+    //  summed before (into head_scores, no longer needed) and this value's weight.
     for (uint32_t g = 0; g < n_group; g++) {
         float *head_scores = scores + (size_t) g * self->n_ctx;
-        //  The online softmax: for each position, how much to scale what was summed
-        //  before (into head_scores, no longer needed) and this value's weight.
+        float *head_weights = weights + (size_t) g * self->n_ctx;
         float max_score = -INFINITY;
-        float sum_of_exps = 0;
+        float sum = 0;
         for (uint32_t t = 0; t < n_positions; t++) {
             float score = head_scores [t] * scale;
             float old_scale = 1.0f;             //  for what is summed so far
@@ -1275,26 +1290,31 @@ s_attention_heads (model_t *self, uint32_t layer, const uint32_t *block_table, u
             else
                 weight = expf (score - max_score);
             head_scores [t] = old_scale;
-            weights [t] = weight;
-            sum_of_exps = sum_of_exps * old_scale + weight;
+            head_weights [t] = weight;
+            sum = sum * old_scale + weight;
         }
-        //  The weighted sum of values in F16, run by run in position order: scaled when
-        //  the maximum grew, then the value times its weight added, position by position.
-        memset (weighted_sum, 0, head_dim * sizeof (uint16_t));
-        for (uint32_t b = 0; b < n_blocks; ) {
-            uint32_t run = s_block_run (block_table, b, n_blocks);
-            uint32_t first = b * block_size;
-            uint32_t n = n_positions - first < run * block_size? n_positions - first
-                                                               : run * block_size;
-            const uint16_t *values = self->value_cache + kv_offset
-                                   + s_cache_row (self, layer, block_table [b], 0);
-            kernels_f16_weighted_sum (weighted_sum, values, self->kv_dim, head_scores + first,
-                                      weights + first, n, head_dim);
-            b += run;
-        }
+        sum_of_exps [g] = sum;
+    }
+    //  The weighted sums of values in F16, every head of the group together (each value
+    //  row read once for all of them), run by run in position order: scaled when the
+    //  maximum grew, then the value times its weight added, position by position.
+    memset (weighted_sums, 0, (size_t) n_group * head_dim * sizeof (uint16_t));
+    for (uint32_t b = 0; b < n_blocks; ) {
+        uint32_t run = s_block_run (block_table, b, n_blocks);
+        uint32_t first = b * block_size;
+        uint32_t n = n_positions - first < run * block_size? n_positions - first
+                                                           : run * block_size;
+        const uint16_t *values = self->value_cache + kv_offset
+                               + s_cache_row (self, layer, block_table [b], 0);
+        kernels_f16_weighted_sums (weighted_sums, n_group, values, self->kv_dim,
+                                   scores + first, weights + first, self->n_ctx, n, head_dim);
+        b += run;
+    }
+    for (uint32_t g = 0; g < n_group; g++) {
+        const uint16_t *head_sum = weighted_sums + (size_t) g * head_dim;
         float *head_out = out + (size_t) g * head_dim;
         for (uint32_t i = 0; i < head_dim; i++)
-            head_out [i] = quant_f16_to_f32 (weighted_sum [i]) * (1.0f / sum_of_exps);
+            head_out [i] = quant_f16_to_f32 (head_sum [i]) * (1.0f / sum_of_exps [g]);
     }
 }
 
@@ -1335,9 +1355,10 @@ s_attention_task (void *arg, uint32_t task, uint32_t thread)
                        self->q + offset, self->xb + offset, thread);
 }
 
-//  Heads per attention task: all the heads that share a KV head (their keys are then
-//  read once), unless that leaves too few tasks to keep the threads busy (a few rows of
-//  a model with few KV heads); then fewer, a divisor of the heads per KV head.
+//  Heads per attention task: all the heads that share a KV head (their keys and values
+//  are then read once), unless that leaves too few tasks to keep the threads busy (a
+//  few rows of a model with few KV heads); then fewer, a divisor of the heads per KV
+//  head.
 static uint32_t
 s_attention_group (const model_t *self, uint32_t n_rows)
 {
@@ -1349,6 +1370,28 @@ s_attention_group (const model_t *self, uint32_t n_rows)
              || (uint64_t) n_rows * (self->config.n_heads / group) >= 4 * self->n_threads))
             break;
     return group;
+}
+
+//  The feed-forward's SwiGLU, hb[i] = silu(hb[i]) * hb2[i] over the n_rows * ffn_dim
+//  values of a pass, cut into tasks of MODEL_SWIGLU_CHUNK values: each value computed
+//  alone, so the cut changes nothing, and the threads share what would otherwise run
+//  on one (an expf per value) while the others wait.
+typedef struct {
+    float *hb;
+    const float *hb2;
+    size_t n;
+} swiglu_job_t;
+
+//  Task: values task * MODEL_SWIGLU_CHUNK onwards.
+static void
+s_swiglu_task (void *arg, uint32_t task, uint32_t thread)
+{
+    (void) thread;
+    swiglu_job_t *job = arg;
+    size_t first = (size_t) task * MODEL_SWIGLU_CHUNK;
+    size_t end = job->n - first < MODEL_SWIGLU_CHUNK? job->n: first + MODEL_SWIGLU_CHUNK;
+    for (size_t i = first; i < end; i++)
+        job->hb [i] = s_silu (job->hb [i]) * job->hb2 [i];
 }
 
 //  Run the rows of a pass through every layer, writing their keys and values into their
@@ -1414,8 +1457,9 @@ s_forward_pass (model_t *self, const pass_t *pass)
             { layer->ffn_up, self->hb2, NULL }
         };
         s_products (self, self->xb, dim, n, gate_up, 2);
-        for (size_t i = 0; i < (size_t) n * ffn_dim; i++)
-            self->hb [i] = s_silu (self->hb [i]) * self->hb2 [i];
+        swiglu_job_t swiglu = { self->hb, self->hb2, (size_t) n * ffn_dim };
+        uint32_t n_swiglu = (uint32_t) ((swiglu.n + MODEL_SWIGLU_CHUNK - 1) / MODEL_SWIGLU_CHUNK);
+        kernels_pool_run (self->pool, s_swiglu_task, &swiglu, n_swiglu);
         s_product (self, self->xb2, self->hb, ffn_dim, n, layer->ffn_down);
         for (size_t i = 0; i < (size_t) n * dim; i++)
             self->x [i] += self->xb2 [i];

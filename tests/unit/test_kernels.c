@@ -2,7 +2,8 @@
     reference product against a dequantize-to-double sum, every fast product against its
     reference (float paths within a stated rounding bound, integer paths exactly, on data
     chosen so that every float step is exact), products of many rows against one row at
-    a time, the F16 vector helpers, the level switch (ZLLM_KERNELS=scalar), OpenBLAS's
+    a time, the F16 vector helpers (the weighted sums of heads that share their values
+    against each head's alone), the level switch (ZLLM_KERNELS=scalar), OpenBLAS's
     sgemm when it is there, and the thread pool.
 */
 #include <stdarg.h>
@@ -820,6 +821,79 @@ test_f16_vectors (void **state)
     free (values);
 }
 
+//  The weighted sums of heads that share their values (grouped-query attention), at
+//  every level, against each head's sum alone by the reference: bit for bit, for 1 to 9
+//  heads (the fast version takes up to four at a time), head sizes with and without
+//  whole runs of 32 and of 8 elements, sums that start from earlier runs, scales that
+//  differ from head to head, values from tiny to large (F16 subnormals and infinities
+//  on the way), and the positions split into two calls (as the model does over runs of
+//  blocks).
+static void
+test_f16_weighted_sums (void **state)
+{
+    (void) state;
+    const size_t head_sizes [] = { 64, 40, 80, 36, 8, 4, 100 };
+    const size_t n_positions = 83, value_stride = 907, weight_stride = 97;
+    const size_t max_heads = 9, max_head = 100;
+    uint16_t *values = malloc (n_positions * value_stride * sizeof (uint16_t));
+    float *scales = malloc (max_heads * weight_stride * sizeof (float));
+    float *weights = malloc (max_heads * weight_stride * sizeof (float));
+    uint16_t *start = malloc (max_heads * max_head * sizeof (uint16_t));
+    uint16_t *expected = malloc (max_heads * max_head * sizeof (uint16_t));
+    uint16_t *got = malloc (max_heads * max_head * sizeof (uint16_t));
+    assert_true (values && scales && weights && start && expected && got);
+    for (int round = 0; round < 6; round++) {
+        for (size_t i = 0; i < n_positions * value_stride; i++) {
+            float magnitude = round == 5? powf (2.0f, (float) s_integer (-30, 14)): 3.0f;
+            values [i] = quant_f32_to_f16 (magnitude * s_uniform ());
+        }
+        //  As the online softmax gives them: a scale below 1 (0 at first) where the
+        //  maximum grew, with the weight 1 there; a weight below 1 elsewhere.
+        for (size_t g = 0; g < max_heads; g++)
+            for (size_t t = 0; t < n_positions; t++) {
+                bool grew = t == 0 || s_integer (0, 6) == 0;
+                float scale = t == 0? 0.0f: expf (-2 * fabsf (s_uniform ()));
+                scales [g * weight_stride + t] = grew? scale: 1.0f;
+                weights [g * weight_stride + t] = grew? 1.0f: expf (-3 * fabsf (s_uniform ()));
+            }
+        for (size_t i = 0; i < max_heads * max_head; i++)
+            start [i] = round % 2? quant_f32_to_f16 (10 * s_uniform ()): 0;
+        for (size_t h = 0; h < sizeof head_sizes / sizeof head_sizes [0]; h++)
+            for (size_t n_sums = 1; n_sums <= max_heads; n_sums++) {
+                size_t n = head_sizes [h];
+                size_t offset = (size_t) s_integer (0, (int) (value_stride - n));
+                size_t split = (size_t) s_integer (0, (int) n_positions);
+                memcpy (expected, start, n_sums * n * sizeof (uint16_t));
+                kernels_set_level (KERNELS_SCALAR);
+                for (size_t g = 0; g < n_sums; g++)
+                    kernels_f16_weighted_sum (expected + g * n, values + offset, value_stride,
+                                              scales + g * weight_stride,
+                                              weights + g * weight_stride, n_positions, n);
+                for (int level = 0; level <= (int) kernels_best_level (); level++) {
+                    kernels_set_level ((kernels_level_t) level);
+                    memcpy (got, start, n_sums * n * sizeof (uint16_t));
+                    kernels_f16_weighted_sums (got, n_sums, values + offset, value_stride,
+                                               scales, weights, weight_stride, split, n);
+                    const uint16_t *later = values + offset + split * value_stride;
+                    kernels_f16_weighted_sums (got, n_sums, later, value_stride, scales + split,
+                                               weights + split, weight_stride,
+                                               n_positions - split, n);
+                    if (memcmp (got, expected, n_sums * n * sizeof (uint16_t)) != 0)
+                        fail_msg ("round %d, %s: %zu heads of %zu: the weighted sums differ "
+                                  "from each head's alone", round,
+                                  kernels_level_name ((kernels_level_t) level), n_sums, n);
+                }
+            }
+    }
+    kernels_set_level (kernels_best_level ());
+    free (values);
+    free (scales);
+    free (weights);
+    free (start);
+    free (expected);
+    free (got);
+}
+
 //  --- Levels ------------------------------------------------------------------------------
 
 static void
@@ -973,6 +1047,7 @@ main (int argc, char **argv)
         cmocka_unit_test (test_matmul_equals_dot),
         cmocka_unit_test (test_matmul_blocking),
         cmocka_unit_test (test_f16_vectors),
+        cmocka_unit_test (test_f16_weighted_sums),
         cmocka_unit_test (test_levels),
         cmocka_unit_test (test_sgemm),
         cmocka_unit_test (test_pool),

@@ -2,10 +2,11 @@
     (ZLLM_SHARED_DIR/reference/greedy.json and toy-chat.json: every token of every case),
     tiny models written here in every weight type, architecture and RoPE scaling against
     a plain dequantize-to-float reference forward pass, prefill against token by token,
-    threads against one thread, the paged KV cache (permuted block tables, block sizes,
-    forks by copied blocks), batches of many sequences against each sequence alone (bit
-    for bit), the error paths (which must leave the cache as it was), and models that
-    must be refused.
+    threads against one thread, the heads of a KV group together against one at a time
+    (bit for bit), the paged KV cache (permuted block tables, block sizes, forks by
+    copied blocks), batches of many sequences against each sequence alone (bit for bit),
+    the error paths (which must leave the cache as it was), and models that must be
+    refused.
 */
 #include <stdarg.h>
 #include <stddef.h>
@@ -1267,6 +1268,54 @@ test_long_prompt (void **state)
     }
 }
 
+//  Grouped-query attention of the shapes the fast weighted sums take apart: 9 heads on 3
+//  KV heads (SmolLM2's grouping, heads of 64, 40 and 36 values: whole runs of 32, of 8,
+//  and a last 4), 8 on 1 (multi-query: two groups of four) and 12 on 2 (a group of four
+//  and one of two, heads of 24). With one thread every attention task takes a whole
+//  group of heads (each key and value row read once for the group); with three threads
+//  a single new row is split one head a task (s_attention_group), each head alone as
+//  before grouping. Both must give the same logits, bit for bit, over a 40-token prompt
+//  at once and token by token (OpenBLAS off: its sums would differ); the shapes that
+//  the double reference holds are also checked against it.
+static void
+test_grouped_attention (void **state)
+{
+    (void) state;
+    const struct { uint32_t dim, n_heads, n_kv_heads; } shapes [] = {
+        { 576, 9, 3 }, { 360, 9, 3 }, { 324, 9, 3 }, { 256, 8, 1 }, { 288, 12, 2 }
+    };
+    uint32_t prompt [40];
+    for (uint32_t i = 0; i < 40; i++)
+        prompt [i] = i? (i * 53 + 19) % 300: 1;
+    bool had_blas = kernels_blas_available ();
+    kernels_set_blas (false);
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes [0]; c++) {
+        tiny_shape_t shape = s_tiny_shape (GGML_TYPE_F16);
+        shape.dim = shapes [c].dim;
+        shape.n_heads = shapes [c].n_heads;
+        shape.n_kv_heads = shapes [c].n_kv_heads;
+        shape.context = 128;
+        shape.seed = 31 + c;
+        gguf_t *gguf = s_tiny_model (&shape);
+        char label [64];
+        snprintf (label, sizeof label, "GQA %u/%u, dim %u", shape.n_heads, shape.n_kv_heads,
+                  shape.dim);
+        if (shape.dim <= 512) {
+            double worst = s_compare_with_reference (gguf, &shape, 3e-3, label);
+            print_message ("# %s: logits within %.2g of the reference\n", label, worst);
+        }
+        float whole [300], single [300], whole_3 [300], single_3 [300];
+        s_prompt_logits (gguf, 1, prompt, 40, whole, single);
+        s_prompt_logits (gguf, 3, prompt, 40, whole_3, single_3);
+        assert_memory_equal (whole, single, sizeof whole);
+        assert_memory_equal (whole_3, single, sizeof whole);
+        assert_memory_equal (single_3, single, sizeof single);
+        print_message ("# %s: grouped heads and one head at a time, bit for bit\n", label);
+        gguf_destroy (&gguf);
+    }
+    kernels_set_blas (had_blas);
+}
+
 //  qwen2: biases on Q, K and V, RoPE on halves, a separate output, GQA 4/1.
 static void
 test_qwen2 (void **state)
@@ -1851,6 +1900,7 @@ main (void)
         cmocka_unit_test (test_weight_types),
         cmocka_unit_test (test_long_prompt),
         cmocka_unit_test (test_qwen2),
+        cmocka_unit_test (test_grouped_attention),
         cmocka_unit_test (test_rope_scaling),
         cmocka_unit_test (test_threads),
         cmocka_unit_test (test_scrambled_blocks),
