@@ -1325,6 +1325,15 @@ s_start_forks (scheduler_t *self, worker_t *worker, request_t *parent)
     return 0;
 }
 
+//  Microseconds the request waited in the queue before its first step (0 before it).
+static uint64_t
+s_queue_time (const request_t *request)
+{
+    if (request->admitted_at <= request->submitted_at)
+        return 0;
+    return (uint64_t) (request->admitted_at - request->submitted_at);
+}
+
 //  The request's queue time, for its first TOKENS (index 0's first); 0 afterwards.
 static uint64_t
 s_queue_us (request_t *request)
@@ -1332,9 +1341,7 @@ s_queue_us (request_t *request)
     if (request->sent_tokens || request->index != 0)
         return 0;
     request->sent_tokens = true;
-    if (request->admitted_at <= request->submitted_at)
-        return 0;
-    return (uint64_t) (request->admitted_at - request->submitted_at);
+    return s_queue_time (request);
 }
 
 //  best_of > n: a sequence finished. Keep what it generated; when all have, send the n
@@ -1376,8 +1383,7 @@ s_rank_finished (scheduler_t *self, request_t *request, proto_finish_t finish)
         tokens.n_tokens = ranking->n_outputs [best];
         tokens.finish = ranking->finishes [best];
         tokens.prompt_tokens = request->n_prompt;
-        if (rank == 0 && request->admitted_at > request->submitted_at)
-            tokens.queue_us = (uint64_t) (request->admitted_at - request->submitted_at);
+        tokens.queue_us = rank == 0? s_queue_time (request): 0;
         s_send_to_tokenizer (self, &tokens, request->reply_to);
     }
     free (taken);
@@ -1402,8 +1408,7 @@ s_beam_finish (scheduler_t *self, request_t *request)
     beam_group_t *group = request->beams;
     uint64_t request_id = request->id;
     zframe_t *reply_to = zframe_dup (request->reply_to);
-    uint64_t queue_us = request->admitted_at > request->submitted_at
-                      ? (uint64_t) (request->admitted_at - request->submitted_at): 0;
+    uint64_t queue_us = s_queue_time (request);
     uint32_t n_results = beam_search_n_results (group->search);
     if (n_results < group->n)
         zlog (ZLOG_WARN, ACTOR, request_id, "beam search found only %u hypotheses of the "
@@ -1546,12 +1551,7 @@ s_beam_report (scheduler_t *self, worker_t *worker, request_t *request,
     uint64_t request_id = request->id;
     zframe_t *reply_to = zframe_dup (request->reply_to);
     if (s_beam_advance (self, worker, group) != 0) {
-        proto_msg_t error = PROTO_MSG_INIT;
-        error.kind = PROTO_ERROR;
-        error.request_id = request_id;
-        error.status = 500;
-        error.text = (char *) "out of memory";
-        s_send_to_tokenizer (self, &error, reply_to);
+        s_send_out_of_memory (self, request_id, reply_to);
         s_remove_request (self, request_id);
     }
     zframe_destroy (&reply_to);
